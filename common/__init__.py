@@ -1,0 +1,1 @@
+"""Shared building blocks of the lastseen services: settings, logging, AMQP, PostgreSQL."""

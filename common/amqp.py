@@ -1,0 +1,110 @@
+"""RabbitMQ: connecting with backoff, and the one topology every service declares.
+
+Topology, derived from ``QUEUE_NAME`` (``q``):
+
+* ``q`` — durable quorum work queue. Messages that exceed the delivery limit (a consumer keeps
+  crashing on them) are dead-lettered to ``q.dead`` instead of being dropped.
+* ``q.retry.<N>ms`` — one quorum delay queue per backoff tier. Nothing consumes them: messages wait
+  ``N`` ms, expire and are dead-lettered back to ``q``.
+* ``q.dead`` — durable quorum queue for messages that ran out of attempts or were malformed.
+
+Queue arguments are a pure function of the queue name, so two services (or two versions) can
+never declare the same queue with different arguments, which RabbitMQ refuses with a channel error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+
+from common.retrying import retry_connect
+
+# 4.x defaults the quorum delivery limit to 20; 3.10 has none. Set it explicitly so the topology is
+# the same on both. It only guards against poison messages that crash consumers: ordinary
+# redeliveries (a consumer restart, a connection cut) stay far below it.
+DELIVERY_LIMIT = 50
+
+_QUORUM = {"x-queue-type": "quorum"}
+# At-least-once dead-lettering (RabbitMQ >= 3.10) needs reject-publish overflow; with no length
+# limit set, that overflow never triggers.
+_SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The names derived from one ``QUEUE_NAME``."""
+
+    work: str
+
+    @property
+    def dead(self) -> str:
+        return f"{self.work}.dead"
+
+    def retry(self, delay_ms: int) -> str:
+        return f"{self.work}.retry.{delay_ms}ms"
+
+    def work_arguments(self) -> dict[str, Any]:
+        return {
+            **_QUORUM,
+            **_SAFE_DEAD_LETTERING,
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dead,
+        }
+
+    def retry_arguments(self, delay_ms: int) -> dict[str, Any]:
+        return {
+            **_QUORUM,
+            **_SAFE_DEAD_LETTERING,
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.work,
+        }
+
+    def dead_arguments(self) -> dict[str, Any]:
+        return {**_QUORUM, "x-delivery-limit": DELIVERY_LIMIT}
+
+
+async def declare_topology(
+    channel: AbstractChannel, queue_name: str, retry_delays_ms: tuple[int, ...] = ()
+) -> AbstractQueue:
+    """Declare the work queue, the dead-letter queue and the given retry tiers; return the work
+    queue. Idempotent: safe on every start of every service."""
+    topology = Topology(queue_name)
+    await channel.declare_queue(topology.dead, durable=True, arguments=topology.dead_arguments())
+    for delay_ms in retry_delays_ms:
+        await channel.declare_queue(
+            topology.retry(delay_ms), durable=True, arguments=topology.retry_arguments(delay_ms)
+        )
+    return await channel.declare_queue(
+        topology.work, durable=True, arguments=topology.work_arguments()
+    )
+
+
+async def connect_amqp(
+    uri: str, *, connection_name: str, deadline: float, reconnect_interval: float = 1.0
+) -> AbstractRobustConnection:
+    """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
+
+    After the first success aio-pika's robust connection re-establishes itself (and its channels,
+    queues and consumers) every ``reconnect_interval`` seconds while the broker is away.
+    """
+
+    async def attempt() -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            uri,
+            client_properties={"connection_name": connection_name},
+            reconnect_interval=reconnect_interval,
+            timeout=10,
+        )
+
+    return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
+
+
+# The delay tiers a retry can wait in. Fixed, so that every deployment's retry queues have the
+# same names and arguments; a consumer picks the tiers between its base and maximum delay.
+RETRY_TIERS_MS: tuple[int, ...] = tuple(250 * 2**n for n in range(12))  # 250 ms … 512 s

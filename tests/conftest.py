@@ -1,0 +1,176 @@
+"""Fixtures on the real RabbitMQ and PostgreSQL: a database per run, queues per test, proxies for
+outages, and services started as real processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from common import db as dbmod
+from common.amqp import RETRY_TIERS_MS, Topology
+from tests.support.processes import ServiceProcess
+from tests.support.proxy import TcpProxy
+from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
+
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    try:
+        with provide_endpoints() as found:
+            yield found
+    except ServicesUnavailable as error:
+        pytest.exit(f"test services unavailable: {error}", returncode=4)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def database_url(endpoints: Endpoints) -> Iterator[str]:
+    """A database of this test run's own, dropped at the end."""
+    import asyncio
+
+    name = f"lastseen_test_{RUN_ID}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(endpoints.database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield _with_database(endpoints.database_url, name)
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def make_database(endpoints: Endpoints) -> Iterator[Callable[[], str]]:
+    """Extra empty databases for tests that need a fresh schema; dropped afterwards."""
+    import asyncio
+
+    created: list[str] = []
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(endpoints.database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    def make() -> str:
+        name = f"lastseen_test_{RUN_ID}_{len(created)}_{uuid.uuid4().hex[:4]}"
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return _with_database(endpoints.database_url, name)
+
+    yield make
+    for name in created:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the run's database, schema applied, ``object`` empty."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    await dbmod.migrate(pool)
+    await pool.execute("TRUNCATE object")
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """``POSTGRES_*`` variables for a service, from a URL."""
+    parts = urlsplit(url)
+    return {
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_DB": parts.path.lstrip("/"),
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_PASSWORD": parts.password or "",
+    }
+
+
+@pytest.fixture
+async def queue_name(endpoints: Endpoints) -> AsyncIterator[str]:
+    """A work-queue name of this test's own; its whole topology is deleted afterwards."""
+    name = f"lastseen_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    yield name
+    topology = Topology(name)
+    connection = await aio_pika.connect(endpoints.amqp_uri)
+    try:
+        channel = await connection.channel()
+        for queue in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
+            await channel.queue_delete(queue)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def amqp_connection(endpoints: Endpoints) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    connection = await aio_pika.connect(endpoints.amqp_uri)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def service_env(endpoints: Endpoints, database_url: str, queue_name: str) -> dict[str, str]:
+    """Everything a service needs to reach this test's broker, queue and database."""
+    return {
+        "AMQP_URI": endpoints.amqp_uri,
+        "QUEUE_NAME": queue_name,
+        **postgres_env(database_url),
+        "LOG_LEVEL": "info",
+        "STARTUP_TIMEOUT": "20s",
+    }
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start ``python -m <module>`` as a real process; every one is stopped afterwards."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str, env: Mapping[str, str], *args: str) -> ServiceProcess:
+        process = ServiceProcess(module, env, tmp_path / "services", args).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
+    """TCP proxies that a test can cut, black-hole and restore."""
+    proxies: list[TcpProxy] = []
+
+    def make(host: str, port: int) -> TcpProxy:
+        proxy = TcpProxy(host, port).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+def amqp_uri_via(uri: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(uri)
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}"))

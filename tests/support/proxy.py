@@ -1,0 +1,138 @@
+"""A TCP proxy between a service and its broker or database, for outage tests.
+
+It runs its own event loop in a thread, so it works the same for in-process async code and for
+services started as separate processes. ``cut()`` drops every connection and refuses new ones (a
+crash or a network cut); ``blackhole()`` keeps connections open but forwards nothing (a hang
+without a reset); ``restore()`` goes back to forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from typing import Literal
+
+Mode = Literal["forward", "cut", "blackhole"]
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.mode: Mode = "forward"
+        self.port = _free_port()
+        self.connections_made = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def cut(self) -> None:
+        """Reset every open connection and refuse new ones until :meth:`restore`."""
+        self._call(self._cut())
+
+    def blackhole(self) -> None:
+        """Keep connections (and accept new ones) but deliver no byte until :meth:`restore`."""
+        self._call(self._set_mode("blackhole"))
+
+    def restore(self) -> None:
+        self._call(self._restore())
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._pairs)
+
+    def _call(self, coroutine: object) -> None:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        future.result(timeout=10)
+
+    async def _set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        if mode == "blackhole":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+
+    async def _listen(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _shutdown(self) -> None:
+        await self._cut()
+
+    async def _cut(self) -> None:
+        await self._set_mode("cut")
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for pair in list(self._pairs):
+            for writer in pair:
+                _reset(writer)
+        self._pairs.clear()
+
+    async def _restore(self) -> None:
+        await self._set_mode("forward")
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.mode == "cut":
+            _reset(client_w)
+            return
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            _reset(client_w)
+            return
+        self.connections_made += 1
+        pair = (client_w, server_w)
+        self._pairs.add(pair)
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        finally:
+            self._pairs.discard(pair)
+            for writer in pair:
+                writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                # While black-holed, bytes are held, not dropped: like a stalled network path, the
+                # stream resumes intact on restore (unless a peer gave up and reset meanwhile).
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST rather than FIN, like a crashed peer or a cut cable."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

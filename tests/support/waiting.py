@@ -1,0 +1,48 @@
+"""Wait on a condition with a deadline — never a fixed sleep that hopes the work is done."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConditionTimeout(AssertionError):
+    pass
+
+
+def wait_until(
+    condition: Callable[[], T], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; return that. Fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise ConditionTimeout(f"not within {timeout}s: {what or condition} (last={last!r})")
+        time.sleep(interval)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """Async :func:`wait_until`: await ``condition`` until truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = await condition()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise ConditionTimeout(f"not within {timeout}s: {what or condition} (last={last!r})")
+        await asyncio.sleep(interval)
