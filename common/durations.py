@@ -66,5 +66,10 @@ def _parse_go(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """Render seconds the way the docs and logs show durations (``1.5s``, ``250ms``)."""
     if seconds >= 1 or seconds == 0:
-        return f"{seconds:g}s"
-    return f"{seconds * 1000:g}ms"
+        return f"{_plain(seconds)}s"
+    return f"{_plain(seconds * 1000)}ms"
+
+
+def _plain(number: float) -> str:
+    """Fixed-point, never exponent notation (which the parser, like Go's, refuses)."""
+    return f"{number:.6f}".rstrip("0").rstrip(".") or "0"

@@ -3,9 +3,11 @@ outages, and services started as real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +33,20 @@ def endpoints() -> Iterator[Endpoints]:
         pytest.exit(f"test services unavailable: {error}", returncode=4)
 
 
+def _admin(endpoints: Endpoints, statement: str) -> None:
+    """Run one admin statement on its own thread and loop, so sync and async tests can call it."""
+
+    async def execute() -> None:
+        connection = await asyncpg.connect(endpoints.database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, execute()).result(timeout=60)
+
+
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
@@ -39,45 +55,26 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture(scope="session")
 def database_url(endpoints: Endpoints) -> Iterator[str]:
     """A database of this test run's own, dropped at the end."""
-    import asyncio
-
     name = f"lastseen_test_{RUN_ID}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(endpoints.database_url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    _admin(endpoints, f'CREATE DATABASE "{name}"')
     yield _with_database(endpoints.database_url, name)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _admin(endpoints, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def make_database(endpoints: Endpoints) -> Iterator[Callable[[], str]]:
     """Extra empty databases for tests that need a fresh schema; dropped afterwards."""
-    import asyncio
-
     created: list[str] = []
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(endpoints.database_url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
 
     def make() -> str:
         name = f"lastseen_test_{RUN_ID}_{len(created)}_{uuid.uuid4().hex[:4]}"
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        _admin(endpoints, f'CREATE DATABASE "{name}"')
         created.append(name)
         return _with_database(endpoints.database_url, name)
 
     yield make
     for name in created:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _admin(endpoints, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

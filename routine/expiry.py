@@ -1,0 +1,77 @@
+"""One expiry run, and the loop that schedules runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from common.db import EXPIRY_LOCK_KEY, expire_stale
+from routine.settings import RoutineSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    ran: bool  # False: another routine held the lock
+    deleted: int = 0
+    batches: int = 0
+
+
+async def expire_once(pool: asyncpg.Pool, ttl_seconds: float, batch_size: int) -> TickResult:
+    """Delete stale rows unless another routine is already doing it.
+
+    ``pg_try_advisory_lock`` makes replicas harmless: the one that gets the lock works, the others
+    skip this tick. The lock is per session and is released before the connection goes back to
+    the pool (or by the server, if the connection dies).
+    """
+    async with pool.acquire() as connection:
+        if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK_KEY):
+            return TickResult(ran=False)
+        try:
+            deleted, batches = await expire_stale(connection, ttl_seconds, batch_size)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK_KEY)
+    return TickResult(ran=True, deleted=deleted, batches=batches)
+
+
+def next_delay(interval: float, failures: int, max_backoff: float) -> float:
+    """Seconds to wait before the next tick: the interval, or a growing backoff after failures."""
+    if failures == 0:
+        return interval
+    backoff: float = interval * 2.0 ** (failures - 1)
+    return min(max_backoff, max(interval, backoff))
+
+
+# What a database outage looks like to asyncpg: the server going away, refusing connections,
+# or a statement that cannot finish.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+async def run_routine(pool: asyncpg.Pool, settings: RoutineSettings, stop: asyncio.Event) -> None:
+    """Tick every ``ROUTINE_INTERVAL`` until ``stop`` is set; never exit on a database error."""
+    failures = 0
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            result = await expire_once(pool, settings.object_ttl, settings.routine_batch_size)
+        except DATABASE_ERRORS as error:
+            failures += 1
+            log.warning("expiry_failed", error=repr(error), consecutive_failures=failures)
+        else:
+            failures = 0
+            log.info(
+                "expiry_tick" if result.ran else "expiry_skipped_locked",
+                deleted=result.deleted,
+                batches=result.batches,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        elapsed = time.perf_counter() - started
+        delay = next_delay(settings.routine_interval, failures, settings.routine_max_backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay - elapsed))

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.settings import Duration, PostgresSettings
+
+
+class RoutineSettings(PostgresSettings):
+    routine_interval: Duration = Field(3.0, gt=0, description="time between expiry runs")
+    object_ttl: Duration = Field(
+        30.0, gt=0, description="delete objects whose last_seen is older than this"
+    )
+    routine_batch_size: int = Field(
+        5000, ge=1, le=1_000_000, description="rows deleted per statement (bounds lock time)"
+    )
+    routine_max_backoff: Duration = Field(
+        30.0, gt=0, description="longest wait between ticks while the database is failing"
+    )

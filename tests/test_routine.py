@@ -1,0 +1,150 @@
+"""The routine on the real PostgreSQL: what it deletes, with replicas, across an outage."""
+
+import signal
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from common.db import EXPIRY_LOCK_KEY
+from routine.expiry import expire_once, next_delay
+from tests.conftest import postgres_env
+from tests.support.processes import ServiceProcess
+from tests.support.proxy import TcpProxy
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def insert_rows(pool: asyncpg.Pool, ids: range, age_seconds: float) -> None:
+    await pool.execute(
+        "INSERT INTO object SELECT g, now() - make_interval(secs => $3) "
+        "FROM generate_series($1::bigint, $2::bigint) g "
+        "ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
+        ids.start,
+        ids.stop - 1,
+        age_seconds,
+    )
+
+
+async def stored_ids(pool: asyncpg.Pool) -> set[int]:
+    return {row["id"] for row in await pool.fetch("SELECT id FROM object")}
+
+
+@pytest.mark.unit
+def test_backoff_grows_after_failures_and_is_capped() -> None:
+    assert next_delay(3.0, 0, 30.0) == 3.0
+    assert next_delay(3.0, 1, 30.0) == 3.0
+    assert next_delay(3.0, 3, 30.0) == 12.0
+    assert next_delay(3.0, 10, 30.0) == 30.0
+
+
+async def test_a_replica_skips_while_another_holds_the_lock(db_pool: asyncpg.Pool) -> None:
+    await insert_rows(db_pool, range(1, 6), age_seconds=60)
+    async with db_pool.acquire() as holder:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK_KEY)
+        skipped = await expire_once(db_pool, 30, 100)
+        assert not skipped.ran
+        assert await stored_ids(db_pool) == set(range(1, 6))
+        await holder.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK_KEY)
+    done = await expire_once(db_pool, 30, 2)
+    assert (done.ran, done.deleted, done.batches) == (True, 5, 3)
+    assert await stored_ids(db_pool) == set()
+
+
+def routine_env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **postgres_env(database_url),
+        "ROUTINE_INTERVAL": "100ms",
+        "OBJECT_TTL": "2s",
+        "ROUTINE_BATCH_SIZE": "7",
+        "STARTUP_TIMEOUT": "20s",
+        **extra,
+    }
+
+
+async def test_two_routines_delete_only_stale_rows(
+    db_pool: asyncpg.Pool, database_url: str, spawn: Callable[..., ServiceProcess]
+) -> None:
+    await insert_rows(db_pool, range(1, 101), age_seconds=10)  # stale
+    await insert_rows(db_pool, range(101, 151), age_seconds=0)  # fresh
+    routines = [spawn("routine", routine_env(database_url)) for _ in range(2)]
+    for routine in routines:
+        routine.wait_for_log('"routine_started"')
+
+    async def only_fresh_left() -> bool:
+        return await stored_ids(db_pool) == set(range(101, 151))
+
+    await eventually(only_fresh_left, timeout=10, what="stale rows deleted")
+    # The fresh rows age past the TTL and go too; rows refreshed meanwhile stay.
+    await insert_rows(db_pool, range(151, 161), age_seconds=0)
+    deadline = time.monotonic() + 30
+
+    async def aged_out() -> bool:
+        await insert_rows(db_pool, range(151, 161), age_seconds=0)  # keep these fresh
+        return await stored_ids(db_pool) == set(range(151, 161))
+
+    await eventually(aged_out, timeout=deadline - time.monotonic(), interval=0.2)
+    logs = "".join(routine.output() for routine in routines)
+    assert '"expiry_tick"' in logs
+    assert all(routine.running() for routine in routines)
+    for routine in routines:
+        assert routine.terminate(timeout=10) == 0
+
+
+async def test_the_routine_survives_a_database_cut(
+    db_pool: asyncpg.Pool,
+    database_url: str,
+    spawn: Callable[..., ServiceProcess],
+    make_proxy: Callable[[str, int], TcpProxy],
+) -> None:
+    parts = urlsplit(database_url)
+    proxy = make_proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    env = routine_env(database_url, POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=str(proxy.port))
+    env["ROUTINE_MAX_BACKOFF"] = "500ms"
+    routine = spawn("routine", env)
+    routine.wait_for_log('"routine_started"')
+
+    await insert_rows(db_pool, range(1, 21), age_seconds=10)
+
+    async def emptied() -> bool:
+        return not await stored_ids(db_pool)
+
+    await eventually(emptied, timeout=10, what="stale rows deleted before the cut")
+
+    proxy.cut()
+    failures_before = routine.output().count('"expiry_failed"')
+    routine.wait_ready(
+        lambda: routine.output().count('"expiry_failed"') >= failures_before + 2, timeout=15
+    )
+    await insert_rows(
+        db_pool, range(21, 41), age_seconds=10
+    )  # written while the routine is cut off
+    assert await stored_ids(db_pool) == set(range(21, 41))
+    proxy.restore()
+
+    await eventually(emptied, timeout=15, what="stale rows deleted after the cut")
+    assert routine.running()
+    started = time.monotonic()
+    routine.signal(signal.SIGTERM)
+    assert routine.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in routine.output()
+
+
+def test_the_routine_waits_for_a_database_that_starts_late(
+    database_url: str,
+    spawn: Callable[..., ServiceProcess],
+    make_proxy: Callable[[str, int], TcpProxy],
+) -> None:
+    parts = urlsplit(database_url)
+    proxy = make_proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    proxy.cut()
+    env = routine_env(database_url, POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=str(proxy.port))
+    routine = spawn("routine", env)
+    routine.wait_for_log('"connect_retry"', timeout=15)
+    proxy.restore()
+    routine.wait_for_log('"routine_started"', timeout=15)
+    assert routine.running()

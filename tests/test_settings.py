@@ -1,0 +1,76 @@
+"""Configuration: the contract's names, Go-style durations, and one clean line on bad values."""
+
+from pathlib import Path
+
+import pytest
+
+from common.settings import load_settings
+from routine.settings import RoutineSettings
+from tests.support.processes import run_module
+
+BASE_ENV = {
+    "POSTGRES_HOST": "127.0.0.1",
+    "POSTGRES_DB": "postgres",
+    "POSTGRES_USER": "postgres",
+}
+
+
+@pytest.mark.unit
+def test_durations_and_defaults_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name, value in {**BASE_ENV, "ROUTINE_INTERVAL": "1m30s", "OBJECT_TTL": "500ms"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(RoutineSettings, "routine")
+    assert settings.routine_interval == 90.0
+    assert settings.object_ttl == 0.5
+    assert settings.postgres_port == 5432
+    assert settings.postgres_dsn == "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.mark.unit
+def test_dotenv_is_read_and_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "POSTGRES_HOST=db\nPOSTGRES_DB=lastseen\nPOSTGRES_USER=u\nPOSTGRES_PASSWORD=p@ss/word\n"
+        "ROUTINE_INTERVAL=3s\n"
+    )
+    monkeypatch.setenv("ROUTINE_INTERVAL", "7")
+    settings = load_settings(RoutineSettings, "routine")
+    assert settings.routine_interval == 7.0
+    assert settings.postgres_dsn == "postgresql://u:p%40ss%2Fword@db:5432/lastseen"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("overrides", "variable", "expectation"),
+    [
+        ({"ROUTINE_INTERVAL": "soon"}, "ROUTINE_INTERVAL", "duration such as 3s"),
+        ({"ROUTINE_INTERVAL": "-3s"}, "ROUTINE_INTERVAL", "duration such as 3s"),
+        ({"ROUTINE_INTERVAL": "0s"}, "ROUTINE_INTERVAL", "greater than 0"),
+        ({"OBJECT_TTL": "30 seconds"}, "OBJECT_TTL", "duration such as 3s"),
+        ({"POSTGRES_PORT": "http"}, "POSTGRES_PORT", "valid integer"),
+        ({"POSTGRES_PORT": "70000"}, "POSTGRES_PORT", "less than or equal to 65535"),
+        ({"ROUTINE_BATCH_SIZE": "0"}, "ROUTINE_BATCH_SIZE", "greater than or equal to 1"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "'debug'"),
+        ({"POSTGRES_HOST": ""}, "POSTGRES_HOST", "at least 1 character"),
+        ({"POSTGRES_HOST": None}, "POSTGRES_HOST", "required but not set"),
+    ],
+)
+def test_bad_configuration_stops_with_one_clean_line(
+    tmp_path: Path, overrides: dict[str, str | None], variable: str, expectation: str
+) -> None:
+    env = {**BASE_ENV, **overrides}
+    env = {k: v for k, v in env.items() if v is not None}
+    result = run_module("routine", env, tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("routine: configuration error: ")
+    assert variable in lines[0]
+    assert expectation in lines[0]
+    assert "Traceback" not in result.stderr
