@@ -10,6 +10,7 @@ import structlog
 import uvloop
 
 from common.db import create_pool, migrate
+from common.heartbeat import beat_forever
 from common.log import configure_logging
 from common.retrying import DependencyUnavailable
 from common.settings import load_settings
@@ -29,6 +30,7 @@ async def main(settings: RoutineSettings) -> None:
         max_size=settings.postgres_pool_size,
         deadline=settings.startup_timeout,
     )
+    heartbeat = asyncio.create_task(beat_forever())
     try:
         await migrate(pool)
         log.info(
@@ -39,6 +41,7 @@ async def main(settings: RoutineSettings) -> None:
         )
         await run_routine(pool, settings, stop)
     finally:
+        heartbeat.cancel()
         await pool.close()
     log.info("routine_stopped")
 

@@ -1,0 +1,27 @@
+# One image for every lastseen service; docker-compose.yml picks each service's command.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+# Dependencies first, pinned by constraints.txt, so code changes reuse this layer.
+COPY pyproject.toml constraints.txt README.md ./
+COPY common ./common
+COPY producer ./producer
+COPY consumer ./consumer
+COPY routine ./routine
+COPY tester ./tester
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LOG_FORMAT=json
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin lastseen \
+    && install -d -o lastseen -g lastseen /var/lib/lastseen
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
+USER lastseen
+WORKDIR /var/lib/lastseen
+# HTTP services set HEALTHCHECK_URL; the others prove a live event loop with a heartbeat file.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "common.healthcheck"]
+CMD ["python", "-m", "producer"]

@@ -1,0 +1,24 @@
+"""A file touched by the event loop, so a container health check can tell a live loop from a
+stuck one without the service growing an HTTP port just for that."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+DEFAULT_PATH = Path("/tmp/lastseen.heartbeat")
+
+
+async def beat_forever(path: Path = DEFAULT_PATH, interval: float = 5.0) -> None:
+    """Touch ``path`` every ``interval`` seconds until cancelled."""
+    while True:
+        path.touch()  # noqa: ASYNC240 - a tmpfs touch is microseconds, not worth a thread
+        await asyncio.sleep(interval)
+
+
+def is_fresh(path: Path = DEFAULT_PATH, max_age: float = 30.0) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime <= max_age
+    except FileNotFoundError:
+        return False
