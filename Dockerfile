@@ -16,7 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOG_FORMAT=json
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin lastseen \
-    && install -d -o lastseen -g lastseen /var/lib/lastseen
+    && install -d -o lastseen -g lastseen /var/lib/lastseen /var/lib/lastseen/spool
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 USER lastseen
