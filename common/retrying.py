@@ -11,7 +11,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 T = TypeVar("T")
@@ -49,7 +50,8 @@ async def retry_connect(
 
     retrying = AsyncRetrying(
         stop=stop_after_delay(deadline),
-        wait=wait_exponential_jitter(initial=initial, max=maximum),
+        # exponential plus up to half a second of jitter, so replicas do not retry in step
+        wait=wait_exponential(multiplier=initial, max=maximum) + wait_random(0, 0.5),
         retry=retry_if_exception_type(retry_on),
         before_sleep=before_sleep,
         reraise=True,

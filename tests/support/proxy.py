@@ -27,6 +27,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._flowing: asyncio.Event
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
 
     def start(self) -> TcpProxy:
@@ -73,6 +74,10 @@ class TcpProxy:
 
     async def _shutdown(self) -> None:
         await self._cut()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _cut(self) -> None:
         await self._set_mode("cut")

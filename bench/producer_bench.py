@@ -1,0 +1,448 @@
+"""Producer benchmark: 200-id callbacks against a bare FastAPI endpoint, the producer, and the
+producer with ``IDS_PER_MESSAGE=1``, side by side, in one run.
+
+    python -m bench.producer_bench                 # wrk for 10 s per target, then 500/s for 10 s
+    python -m bench.producer_bench --duration 20 --connections 64 --rate 500
+
+Everything runs on this machine: the local RabbitMQ, each target as a real process
+(``bench.producer_bare_app``; ``python -m producer`` with a queue of its own, deleted afterwards,
+and a spool in a temporary directory), and the load generators.
+
+Two measurements per target:
+* **saturation** with wrk (C, one thread, ``--connections`` keep-alive connections, a Lua script
+  cycling through 64 bodies of 200 distinct random ids): callbacks/s and wrk's p50/p99. It needs
+  ``wrk`` on the PATH (Debian: ``apt-get install -y wrk``; ``--install-wrk`` runs that).
+* **latency at a fixed rate** with an open-loop generator (asyncio + aiohttp, in this process):
+  request *i* is due at ``start + i / rate`` whatever happened to the earlier ones, and its latency
+  counts from that due time, so a stall shows up in the percentiles instead of slowing the
+  generator down (no coordinated omission). wrk cannot hold a constant rate (that is wrk2).
+
+For the producer columns "durable" is checked, not assumed: after each run the script compares
+the messages in the queue plus the spool depth with what the accepted callbacks should have made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import orjson
+
+from common.amqp import Topology
+from producer.settings import ProducerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+AMQP_URI = os.environ.get("BENCH_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+IDS_PER_CALLBACK = 200
+BODIES = 64
+
+
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None
+    ids_per_message: int | None = None
+    fixed_rate: float | None = None  # None: --rate
+
+
+@dataclass
+class Figures:
+    rate: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    errors: str = ""
+    fixed_rate: float = 0.0
+    fixed_p50_ms: float = float("nan")
+    fixed_p99_ms: float = float("nan")
+    fixed_max_ms: float = float("nan")
+    fixed_failed: int = 0
+    spooled_callbacks: int = 0
+    durable_check: str = "n/a"
+
+
+def machine() -> str:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = "/".join(Path("/proc/loadavg").read_text().split()[:3])
+    return (
+        f"nproc={os.cpu_count()} cpu={model!r} python={platform.python_version()} "
+        f"load(1/5/15m)={load}"
+    )
+
+
+def find_wrk(install: bool) -> str:
+    found = shutil.which("wrk")
+    if found is None and install:
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False)
+        found = shutil.which("wrk")
+    if found is None:
+        sys.exit(
+            "wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu) or run "
+            "this script with --install-wrk"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_bodies() -> list[bytes]:
+    rng = random.Random(7)
+    return [
+        orjson.dumps({"object_ids": rng.sample(range(1, 2**62), IDS_PER_CALLBACK)})
+        for _ in range(BODIES)
+    ]
+
+
+def wrk_script(bodies: list[bytes], directory: Path) -> Path:
+    quoted = ",\n".join("[[" + body.decode() + "]]" for body in bodies)
+    script = directory / "producer_bench.lua"
+    script.write_text(
+        f"""
+local bodies = {{
+{quoted}
+}}
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[n])
+end
+"""
+    )
+    return script
+
+
+@dataclass
+class WrkResult:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+    ok: int  # 2xx answers
+
+
+def run_wrk(wrk: str, script: Path, url: str, connections: int, duration: float) -> WrkResult:
+    result = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = result.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _wrk_ms(re.search(r"\n\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _wrk_ms(re.search(r"\n\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = "; ".join(
+        line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line
+    )
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(rate, p50, p99, errors, total - (int(non_2xx.group(1)) if non_2xx else 0))
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def fixed_rate(
+    url: str, bodies: list[bytes], rate: float, duration: float
+) -> tuple[float, list[float], int]:
+    """Open loop: request i is due at start + i/rate; latency counts from that due time."""
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=5)
+    latencies: list[float] = []
+    failed = 0
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(due: float, body: bytes) -> None:
+            nonlocal failed
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status >= 300:
+                        failed += 1
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                failed += 1
+                return
+            latencies.append(time.perf_counter() - due)
+
+        total = int(rate * duration)
+        start = time.perf_counter() + 0.05
+        tasks = []
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(due, bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+        achieved = total / (time.perf_counter() - start)
+    return achieved, latencies, failed
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Running:
+    def __init__(self, target: Target, port: int, workdir: Path) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
+            **target.env,
+        }
+        self.log_path = workdir / f"{target.name.replace(' ', '_')}.log"
+        self.process = subprocess.Popen(
+            target.command,
+            cwd=workdir,
+            env=env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+async def wait_serving(running: Running, producer: bool) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if running.process.poll() is not None:
+                sys.exit(f"target exited early:\n{running.log()}")
+            try:
+                if producer:
+                    async with session.get(running.url + "/ready") as response:
+                        if (await response.json())["broker"] == "connected":
+                            return
+                else:
+                    body = orjson.dumps({"object_ids": [1]})
+                    headers = {"Content-Type": "application/json"}
+                    async with session.post(
+                        running.url + "/callback", data=body, headers=headers
+                    ) as response:
+                        if response.status == 202:
+                            return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    sys.exit(f"target not serving after 30 s:\n{running.log()}")
+
+
+async def spool_depth(running: Running) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(running.url + "/ready") as response,
+    ):
+        return int((await response.json())["spool_depth"])
+
+
+async def queue_depth_and_delete(queue: str) -> int:
+    connection = await aio_pika.connect(AMQP_URI)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        depth = int(declared.declaration_result.message_count or 0)
+        topology = Topology(queue)
+        for name in (topology.work, topology.dead):
+            await channel.queue_delete(name)
+        return depth
+    finally:
+        await connection.close()
+
+
+async def measure(
+    target: Target,
+    wrk: str,
+    script: Path,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+    workdir: Path,
+) -> Figures:
+    port = free_port()
+    target.command = [arg.replace("{port}", str(port)) for arg in target.command]
+    target.env = {key: value.replace("{port}", str(port)) for key, value in target.env.items()}
+    producer = target.queue is not None
+    running = Running(target, port, workdir)
+    figures = Figures()
+    spooled_now = 0
+    try:
+        await wait_serving(running, producer)
+        url = running.url + "/callback"
+        warmup = run_wrk(wrk, script, url, args.connections, args.warmup)
+        main_run = run_wrk(wrk, script, url, args.connections, args.duration)
+        figures.rate, figures.p50_ms, figures.p99_ms = (
+            main_run.rate,
+            main_run.p50_ms,
+            main_run.p99_ms,
+        )
+        figures.errors = main_run.errors
+        achieved, latencies, figures.fixed_failed = await fixed_rate(
+            url, bodies, target.fixed_rate or args.rate, args.fixed_duration
+        )
+        accepted = warmup.ok + main_run.ok + len(latencies)
+        figures.fixed_rate = achieved
+        figures.fixed_p50_ms = percentile_ms(latencies, 0.50)
+        figures.fixed_p99_ms = percentile_ms(latencies, 0.99)
+        figures.fixed_max_ms = percentile_ms(latencies, 1.0)
+        if producer:
+            # Let the relay finish before counting; what is still spooled is durable too.
+            for _ in range(150):
+                spooled_now = await spool_depth(running)
+                if not spooled_now:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        running.stop()
+    if producer:
+        assert target.queue is not None and target.ids_per_message is not None
+        figures.spooled_callbacks = running.log().count('"callback_spooled"')
+        queued = await queue_depth_and_delete(target.queue)
+        expected = accepted * -(-IDS_PER_CALLBACK // target.ids_per_message)
+        # More than expected is possible (a confirm that arrived after its callback was spooled
+        # makes a duplicate); fewer would be a loss.
+        verdict = "ok" if queued + spooled_now >= expected else "LOST MESSAGES"
+        figures.durable_check = f"{verdict}: {queued}+{spooled_now} of {expected} msgs"
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="wrk run, seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up, seconds")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--rate", type=float, default=500.0, help="fixed-rate run, callbacks/s")
+    parser.add_argument("--fixed-duration", type=float, default=10.0, help="fixed-rate run, s")
+    parser.add_argument("--ids-per-message", type=int, default=None, help="default: producer's")
+    parser.add_argument("--install-wrk", action="store_true", help="apt-get install wrk if missing")
+    args = parser.parse_args()
+
+    wrk = find_wrk(args.install_wrk)
+    print(f"machine: {machine()}")
+    print(f"wrk: {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}")
+    bodies = make_bodies()
+    python = sys.executable
+    run_id = uuid.uuid4().hex[:8]
+    ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
+
+    with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
+        workdir = Path(tmp)
+        script = wrk_script(bodies, workdir)
+
+        def producer(name: str, ids_per_message: int, rate: float | None = None) -> Target:
+            queue = f"bench_producer_{run_id}_{ids_per_message}"
+            return Target(
+                name,
+                [python, "-m", "producer"],
+                {
+                    "AMQP_URI": AMQP_URI,
+                    "QUEUE_NAME": queue,
+                    "PRODUCER_HOST": "127.0.0.1",
+                    "PRODUCER_PORT": "{port}",
+                    "SPOOL_PATH": str(workdir / f"spool_{ids_per_message}.sqlite3"),
+                    "IDS_PER_MESSAGE": str(ids_per_message),
+                },
+                queue=queue,
+                ids_per_message=ids_per_message,
+                fixed_rate=rate,
+            )
+
+        targets = [
+            Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"]),
+            producer(f"producer (IDS_PER_MESSAGE={ipm})", ipm),
+            # One message per id tops out near 100 callbacks/s: offering it --rate would only
+            # grow the spool (and the shared broker) by 100,000 messages a second.
+            producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)),
+        ]
+        results = [
+            asyncio.run(measure(target, wrk, script, bodies, args, workdir)) for target in targets
+        ]
+    print_table(targets, results, args)
+    print(f"load after: {'/'.join(Path('/proc/loadavg').read_text().split()[:3])}")
+
+
+def print_table(targets: list[Target], results: list[Figures], args: argparse.Namespace) -> None:
+    bare = results[0].rate
+    width = 34
+    rows = [
+        ("", [t.name for t in targets]),
+        (
+            f"wrk -c{args.connections}: callbacks/s",
+            [f"{r.rate:,.0f}" for r in results],
+        ),
+        ("  vs bare", [f"{r.rate / bare:.2f}" for r in results]),
+        ("  p50 / p99 ms", [f"{r.p50_ms:.1f} / {r.p99_ms:.1f}" for r in results]),
+        ("  wrk errors", [r.errors or "none" for r in results]),
+        (
+            "open loop: offered / achieved",
+            [
+                f"{t.fixed_rate or args.rate:g}/s / {r.fixed_rate:,.0f}/s"
+                for t, r in zip(targets, results, strict=True)
+            ],
+        ),
+        (
+            "  p50 / p99 / max ms",
+            [
+                f"{r.fixed_p50_ms:.1f} / {r.fixed_p99_ms:.1f} / {r.fixed_max_ms:.0f}"
+                for r in results
+            ],
+        ),
+        ("  failed or non-2xx", [str(r.fixed_failed) for r in results]),
+        (
+            "callbacks spooled (all runs)",
+            [
+                str(r.spooled_callbacks) if t.queue else "-"
+                for t, r in zip(targets, results, strict=True)
+            ],
+        ),
+        ("durable after the runs", [r.durable_check for r in results]),
+    ]
+    for label, cells in rows:
+        print(label.ljust(width) + "".join(cell.ljust(width) for cell in cells))
+
+
+if __name__ == "__main__":
+    main()

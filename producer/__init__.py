@@ -1,0 +1,1 @@
+"""The producer: takes the tester's callbacks and makes their ids durable (broker or spool)."""

@@ -1,0 +1,112 @@
+"""Confirmed publishing on one channel, many messages per socket write.
+
+aiormq's ``basic_publish`` pays, per message, a channel-lock round, a write-queue put and a
+writer wake-up. Measured here with 32 concurrent publishers of a 200-id message on the local
+quorum queue: 6,200 to 7,000 confirmed messages/s that way, 12,000 to 17,000/s with this
+pipeline, which collects the messages submitted during one event-loop pass and hands them to
+the connection as one frame batch.
+
+It does the same bookkeeping as ``basic_publish`` on the concrete ``aiormq.Channel`` (pinned in
+constraints.txt): ``delivery_tag``, ``confirmations`` (which aiormq resolves with Basic.Ack,
+rejects on Nack, resolves with the returned message on Basic.Return, and fails when the channel
+closes) and ``message_id_delivery_tag`` (how it matches a Basic.Return to its confirmation).
+Delivery tags must follow wire order, so the pipeline must be the only publisher on its channel
+and one task writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiormq
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+
+from common.messages import CONTENT_TYPE
+from producer.spool import OutgoingMessage
+
+_PERSISTENT = 2
+
+
+class ConfirmPipeline:
+    def __init__(self, channel: aiormq.Channel, queue_name: str) -> None:
+        if not channel.publisher_confirms:
+            raise ValueError("the channel must be in confirm mode")
+        self._channel = channel
+        # Default exchange straight to the queue; mandatory, so a missing queue is a Return
+        # (a failure), not a silent drop that the broker would still confirm.
+        self._publish = spec.Basic.Publish(exchange="", routing_key=queue_name, mandatory=True)
+        self._outbox: list[tuple[OutgoingMessage, asyncio.Future[object]]] = []
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_batches(), name="publish-pipeline")
+
+    def submit(self, message: OutgoingMessage) -> asyncio.Future[object]:
+        """Queue ``message`` for the next batch; the future resolves with the broker's answer.
+
+        Cancel the future to give up: a message not yet written is then never sent.
+        """
+        confirmation: asyncio.Future[object] = self._channel.create_future()
+        self._outbox.append((message, confirmation))
+        self._wake.set()
+        return confirmation
+
+    def close(self) -> None:
+        self._writer.cancel()
+        for _, confirmation in self._outbox:
+            confirmation.cancel()
+        self._outbox.clear()
+
+    async def _write_batches(self) -> None:
+        channel = self._channel
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._outbox = self._outbox, []
+            frames: list[object] = []
+            for message, confirmation in batch:
+                if confirmation.done():
+                    continue
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[message.message_id] = tag
+                confirmation.add_done_callback(_Forget(channel, message.message_id, tag))
+                frames.append(self._publish)
+                frames.append(
+                    ContentHeader(
+                        properties=spec.Basic.Properties(
+                            delivery_mode=_PERSISTENT,
+                            content_type=CONTENT_TYPE,
+                            message_id=message.message_id,
+                        ),
+                        body_size=len(message.body),
+                    )
+                )
+                frames.extend(_body_frames(message.body, channel.max_content_size))
+            if frames:
+                await channel.write_queue.put(
+                    ChannelFrame.marshall(channel_number=channel.number, frames=frames)  # type: ignore[arg-type]
+                )
+
+
+def _body_frames(body: bytes, max_size: int) -> list[ContentBody]:
+    if len(body) <= max_size:
+        return [ContentBody(body)]
+    return [ContentBody(body[i : i + max_size]) for i in range(0, len(body), max_size)]
+
+
+class _Forget:
+    """Drop the message-id → tag entry once answered, unless a newer publish reused the id."""
+
+    __slots__ = ("channel", "message_id", "tag")
+
+    def __init__(self, channel: aiormq.Channel, message_id: str, tag: int) -> None:
+        self.channel = channel
+        self.message_id = message_id
+        self.tag = tag
+
+    def __call__(self, _: asyncio.Future[object]) -> None:
+        if self.channel.message_id_delivery_tag.get(self.message_id) == self.tag:
+            del self.channel.message_id_delivery_tag[self.message_id]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from common.settings import AmqpSettings, Duration
+
+
+class ProducerSettings(AmqpSettings):
+    producer_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
+    producer_port: int = Field(9090, ge=1, le=65535, description="HTTP port of POST /callback")
+    ids_per_message: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="largest number of ids in one work message (1: one message per id)",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=64, description="largest accepted callback body; larger gets 413"
+    )
+    max_ids_per_callback: int = Field(
+        10_000, ge=1, description="most ids one callback may carry; more gets 413"
+    )
+    publish_timeout: Duration = Field(
+        0.25,
+        gt=0,
+        description="wait this long for the broker's confirms, then spool the callback instead",
+    )
+    spool_path: Path = Field(
+        Path("var/spool.sqlite3"),
+        description="SQLite file holding callbacks the broker has not confirmed yet",
+    )
+    relay_batch_size: int = Field(
+        500, ge=1, le=100_000, description="spooled messages the relay publishes per round"
+    )
+    relay_publish_timeout: Duration = Field(
+        5.0, gt=0, description="how long the relay waits for the confirms of one round"
+    )
+    broker_max_backoff: Duration = Field(
+        5.0,
+        gt=0,
+        description="longest pause between reconnects and relay rounds while the broker fails",
+    )
+    shutdown_grace: Duration = Field(
+        10.0, ge=0, description="on SIGTERM, time for in-flight requests and the relay to finish"
+    )

@@ -1,0 +1,107 @@
+"""A RabbitMQ node of the test's own — own name, ports and data directory — so a chaos test can
+restart a real broker without touching the machine's one.
+
+It uses the installed ``rabbitmq-server``; the Debian package runs nodes as the ``rabbitmq`` user,
+so the data directory is handed to that user. Requires root (as CI and the sessions here are).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.suite import free_port
+from tests.support.waiting import wait_until
+
+SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+
+
+class PrivateRabbitNode:
+    def __init__(self, base_dir: Path) -> None:
+        self.name = f"lastseen_test_{uuid.uuid4().hex[:6]}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.base_dir = base_dir
+
+    @staticmethod
+    def available() -> str | None:
+        """``None`` when a private node can run here, else why not."""
+        if not SERVER.exists() or not CTL.exists():
+            return f"{SERVER} is not installed"
+        if os.geteuid() != 0:
+            return "starting a private RabbitMQ node needs root (it runs as the rabbitmq user)"
+        return None
+
+    @property
+    def amqp_uri(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _as_rabbitmq(self, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        env = (
+            f"HOME=/var/lib/rabbitmq RABBITMQ_NODENAME={self.name} "
+            f"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT={self.port} "
+            f"RABBITMQ_DIST_PORT={self.dist_port} "
+            f"RABBITMQ_MNESIA_BASE={self.base_dir}/mnesia RABBITMQ_LOG_BASE={self.base_dir}/log "
+            f"RABBITMQ_ENABLED_PLUGINS_FILE={self.base_dir}/enabled_plugins "
+            f"RABBITMQ_PID_FILE={self.base_dir}/pid RABBITMQ_CONFIG_FILE={self.base_dir}/none"
+        )
+        return subprocess.run(
+            [
+                "su",
+                "rabbitmq",
+                "-s",
+                "/bin/sh",
+                "-c",
+                f"cd /var/lib/rabbitmq && env {env} {command}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, timeout: float = 60.0) -> PrivateRabbitNode:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        shutil.chown(self.base_dir, "rabbitmq", "rabbitmq")
+        for path in self.base_dir.rglob("*"):
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+        started = self._as_rabbitmq(f"{SERVER} -detached", timeout=30)
+        if started.returncode != 0:
+            raise RuntimeError(f"rabbitmq-server failed: {started.stderr}")
+        # -detached returns before the node registers; await_startup fails at once until it has.
+        wait_until(
+            lambda: (
+                self._as_rabbitmq(
+                    f"{CTL} -n {self.name} await_startup --timeout 10", timeout=20
+                ).returncode
+                == 0
+            ),
+            timeout=timeout,
+            interval=0.5,
+            what=f"private RabbitMQ node {self.name} started",
+        )
+        wait_until(self._port_open, timeout=timeout, what="private RabbitMQ port")
+        return self
+
+    def stop(self) -> None:
+        self._as_rabbitmq(f"{CTL} -n {self.name} stop", timeout=60)
+        deadline = time.monotonic() + 30
+        while self._port_open() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _port_open(self) -> bool:
+        import socket
+
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0

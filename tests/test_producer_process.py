@@ -1,0 +1,322 @@
+"""``python -m producer`` as a real process: broker cut under load, kill -9 with a full spool,
+200 concurrent callbacks, SIGTERM, body limits on the wire, start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from common.messages import decode_message
+from tests.conftest import amqp_uri_via
+from tests.support.processes import ServiceProcess, run_module
+from tests.support.proxy import TcpProxy
+from tests.support.services import Endpoints
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+Spawn = Callable[..., ServiceProcess]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def producer_env(
+    amqp_uri: str, queue_name: str, spool: Path, port: int, **extra: str
+) -> dict[str, str]:
+    return {
+        "AMQP_URI": amqp_uri,
+        "QUEUE_NAME": queue_name,
+        "PRODUCER_HOST": "127.0.0.1",
+        "PRODUCER_PORT": str(port),
+        "SPOOL_PATH": str(spool),
+        "BROKER_MAX_BACKOFF": "1s",
+        "SHUTDOWN_GRACE": "5s",
+        **extra,
+    }
+
+
+def accepts_connections(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ready_state(port: int) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
+    except httpx.TransportError:
+        return None
+    return response.json()  # type: ignore[no-any-return]
+
+
+def wait_broker_connected(process: ServiceProcess, port: int) -> None:
+    process.wait_ready(lambda: (ready_state(port) or {}).get("broker") == "connected")
+
+
+async def queued_ids(connection: aio_pika.abc.AbstractConnection, queue: str) -> list[int]:
+    channel = await connection.channel()
+    try:
+        work = await channel.declare_queue(queue, passive=True)
+        ids: list[int] = []
+        while (message := await work.get(no_ack=True, fail=False)) is not None:
+            ids.extend(decode_message(message.body).ids)
+        return ids
+    finally:
+        await channel.close()
+
+
+async def collect_until(
+    connection: aio_pika.abc.AbstractConnection, queue: str, expected: set[int], timeout: float
+) -> list[int]:
+    """Take messages from ``queue`` until every expected id arrived; return all ids taken."""
+    taken: list[int] = []
+
+    async def complete() -> bool:
+        taken.extend(await queued_ids(connection, queue))
+        return expected <= set(taken)
+
+    await eventually(complete, timeout=timeout, interval=0.2, what="every id queued")
+    return taken
+
+
+@pytest.mark.chaos
+async def test_broker_cut_for_10s_loses_nothing_and_answers_within_1s(
+    spawn: Spawn,
+    make_proxy: Callable[[str, int], TcpProxy],
+    endpoints: Endpoints,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(*endpoints.amqp_host_port)
+    port = free_port()
+    env = producer_env(amqp_uri_via(endpoints.amqp_uri, proxy), queue_name, tmp_path / "s.db", port)
+    process = spawn("producer", env)
+    wait_broker_connected(process, port)
+
+    latencies: list[float] = []
+    answers: list[httpx.Response] = []
+
+    async def one(client: httpx.AsyncClient, n: int) -> None:
+        started = time.monotonic()
+        # The tester's client timeout: a slower answer fails the test with ReadTimeout.
+        response = await client.post("/callback", json={"object_ids": [n, n + 10_000]}, timeout=1.0)
+        latencies.append(time.monotonic() - started)
+        answers.append(response)
+
+    proxy.cut()
+    cut_at = time.monotonic()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        for wave in range(10):  # 100 callbacks spread over the 10 s cut, 10 at a time
+            await asyncio.sleep(max(0.0, cut_at + wave - time.monotonic()))
+            await asyncio.gather(*(one(client, wave * 10 + k) for k in range(10)))
+        await asyncio.sleep(max(0.0, cut_at + 10 - time.monotonic()))
+        spooled = ready_state(port)
+        proxy.restore()
+
+    assert [a.status_code for a in answers] == [202] * 100
+    assert max(latencies) < 1.0
+    assert spooled is not None and spooled["spool_depth"] > 0
+    expected = {i for n in range(100) for i in (n, n + 10_000)}
+    taken = await collect_until(amqp_connection, queue_name, expected, timeout=30)
+    assert set(taken) == expected
+    await eventually(lambda: _async((ready_state(port) or {}).get("spool_depth") == 0), timeout=10)
+
+
+async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
+    spawn: Spawn,
+    make_proxy: Callable[[str, int], TcpProxy],
+    endpoints: Endpoints,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(*endpoints.amqp_host_port)
+    proxy.cut()  # the broker is unreachable from the start
+    spool = tmp_path / "spool" / "spool.sqlite3"
+    port = free_port()
+    first = spawn(
+        "producer", producer_env(amqp_uri_via(endpoints.amqp_uri, proxy), queue_name, spool, port)
+    )
+    first.wait_ready(lambda: ready_state(port))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as client:
+        answers = [
+            await client.post("/callback", json={"object_ids": [n, -n - 1]}) for n in range(30)
+        ]
+    assert {(a.status_code, a.json()["spooled"]) for a in answers} == {(202, True)}
+    assert ready_state(port) == {
+        "ready": True,
+        "broker": "connecting",
+        "spool_depth": 30,
+        "spool_writable": True,
+        "stopping": False,
+    }
+
+    first.kill()
+
+    port = free_port()
+    second = spawn("producer", producer_env(endpoints.amqp_uri, queue_name, spool, port))
+    wait_broker_connected(second, port)
+    assert '"spool_opened"' in second.output() and '"depth":30' in second.output()
+    expected = {i for n in range(30) for i in (n, -n - 1)}
+    taken = await collect_until(amqp_connection, queue_name, expected, timeout=20)
+    assert sorted(taken) == sorted(expected)  # nothing twice: each entry relayed once
+    await eventually(lambda: _async((ready_state(port) or {}).get("spool_depth") == 0), timeout=10)
+
+
+async def test_200_concurrent_callbacks_of_200_ids(
+    spawn: Spawn,
+    endpoints: Endpoints,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = spawn(
+        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
+    )
+    wait_broker_connected(process, port)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10
+    ) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/callback", json={"object_ids": list(range(c * 200, c * 200 + 200))})
+                for c in range(200)
+            )
+        )
+    assert [r.status_code for r in responses] == [202] * 200
+    assert all(r.json()["accepted"] == 200 for r in responses)
+    taken = await collect_until(amqp_connection, queue_name, set(range(40_000)), timeout=30)
+    assert set(taken) == set(range(40_000))
+
+
+async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
+    spawn: Spawn,
+    endpoints: Endpoints,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = spawn(
+        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
+    )
+    wait_broker_connected(process, port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"object_ids": [7, 8, 9]}'
+    writer.write(
+        b"POST /callback HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+    )
+    await writer.drain()
+    # The server reads sockets in order on one loop: once a later request is answered, the
+    # half-sent request's headers have been parsed and it is in flight.
+    assert ready_state(port) is not None
+
+    process.signal(signal.SIGTERM)
+    # Shutdown has begun once the listening socket is closed; the half-read request is in flight.
+    await eventually(lambda: _async(not accepts_connections(port)), timeout=5, what="stopped")
+    assert process.running()
+    writer.write(body[10:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 202")
+    assert await asyncio.to_thread(process.wait, 15) == 0
+    assert '"producer_stopped"' in process.output()
+    assert sorted(await queued_ids(amqp_connection, queue_name)) == [7, 8, 9]
+
+
+async def test_body_limit_is_enforced_while_reading(
+    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = producer_env(
+        endpoints.amqp_uri, queue_name, tmp_path / "s.db", port, MAX_BODY_BYTES="1000"
+    )
+    spawn("producer", env).wait_ready(lambda: ready_state(port))
+
+    # A chunked body that never ends: the 413 must come after ~1000 bytes, not at the end.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /callback HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b'{"object_ids": [' + b"1," * 200
+    for _ in range(4):
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413")
+
+    # A declared length over the limit is refused before any body byte is sent.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /callback HTTP/1.1\r\nHost: producer\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000000\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    headers_and_body = await asyncio.wait_for(reader.read(4096), timeout=5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413")
+    assert b'"error":"body_too_large"' in headers_and_body
+
+
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = run_module(
+        "producer",
+        {
+            "AMQP_URI": "amqp://x/",
+            "QUEUE_NAME": "q",
+            "PRODUCER_PORT": "ninety",
+            "PUBLISH_TIMEOUT": "-1s",
+        },
+        tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PRODUCER_PORT" in lines[0] and "PUBLISH_TIMEOUT" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unusable_spool_path_exits_1_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_module(
+        "producer",
+        {
+            "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
+            "QUEUE_NAME": "q",
+            "PRODUCER_PORT": str(free_port()),
+            "SPOOL_PATH": str(blocker / "spool.sqlite3"),
+            "LOG_FORMAT": "json",
+        },
+        tmp_path,
+    )
+    assert result.returncode == 1
+    assert '"spool_unavailable"' in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def _async(value: bool) -> Any:
+    async def check() -> bool:
+        return value
+
+    return check()
