@@ -39,7 +39,9 @@ def service_environment(name: str) -> dict[str, str]:
 def test_the_suite_has_its_services_and_ports() -> None:
     assert {"rabbitmq", "db"} <= set(SERVICES)
     assert all(app_services(module) for module in APP_COMMANDS)
-    assert len(app_services("consumer")) >= 2, "two consumers, as the original"
+    consumers = app_services("consumer")
+    replicas = sum(SERVICES[name].get("deploy", {}).get("replicas", 1) for name in consumers)
+    assert replicas >= 2, "two consumers, as the original"
     ports = {name: set(spec.get("ports", [])) for name, spec in SERVICES.items()}
     assert {"5672:5672", "15672:15672"} <= ports["rabbitmq"]
     assert "5432:5432" in ports["db"]

@@ -70,8 +70,7 @@ class Suite:
     def create(cls, base_env: Mapping[str, str], workdir: Path, **overrides: str) -> Suite:
         producer_port, tester_port = free_port(), free_port()
         env = {
-            "CONSUMER_MAX_CONSUMERS": "200",
-            "CONSUMER_LARGE_MAX_CONSUMERS": "500",
+            "CONSUMER_MAX_CONSUMERS": "500",
             "PRODUCER_PORT": str(producer_port),
             "TESTER_PORT": str(tester_port),
             "CALLBACK_ENDPOINT": f"http://127.0.0.1:{producer_port}",

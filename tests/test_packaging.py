@@ -1,0 +1,123 @@
+"""What the image does: build the wheel, install it into a fresh venv, and start every service
+from outside the source tree."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import PROJECT_ROOT, ServiceProcess
+from tests.support.suite import READY_EVENTS, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    wheels = root / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), "."],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("lastseen-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-c",
+            str(PROJECT_ROOT / "constraints.txt"),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return venv
+
+
+class InstalledService(ServiceProcess):
+    """A service run by the fresh venv's interpreter, with no path into the source tree."""
+
+    def __init__(self, venv: Path, module: str, env: dict[str, str], workdir: Path) -> None:
+        super().__init__(module, env, workdir)
+        self.env.pop("PYTHONPATH")
+        self.python = str(venv / "bin/python")
+
+    def start(self) -> "InstalledService":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [self.python, "-m", self.module],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+
+def test_the_installed_wheel_runs_every_service(
+    installed_venv: Path, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    located = subprocess.run(
+        [str(installed_venv / "bin/python"), "-c", "import common; print(common.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(installed_venv) in located and str(PROJECT_ROOT) not in located
+
+    producer_port, tester_port = free_port(), free_port()
+    env = {
+        **service_env,
+        "PRODUCER_PORT": str(producer_port),
+        "TESTER_PORT": str(tester_port),
+        "CALLBACK_ENDPOINT": f"http://127.0.0.1:{producer_port}",
+        "TESTER_ENDPOINT": f"http://127.0.0.1:{tester_port}",
+        "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "TESTER_INTERVAL": "1h",
+    }
+    started: list[InstalledService] = []
+    try:
+        for module in ("producer", "tester", "consumer", "routine"):
+            started.append(InstalledService(installed_venv, module, env, tmp_path / module).start())
+        by_module = {service.module: service for service in started}
+        for module, port in (("producer", producer_port), ("tester", tester_port)):
+            by_module[module].wait_ready(lambda p=port: _healthy(p), timeout=30)
+        for module in ("consumer", "routine"):
+            by_module[module].wait_for_log(READY_EVENTS[module], timeout=30)
+        assert httpx.get(f"http://127.0.0.1:{tester_port}/objects/4", timeout=10).json() == {
+            "id": 4,
+            "online": True,
+        }
+    finally:
+        for service in started:
+            service.stop()
+    for service in started:
+        assert service.returncode == 0, service.output()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_image_entry_points_exist() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "USER lastseen" in dockerfile
+    assert "HEALTHCHECK" in dockerfile
+    assert dockerfile.count("FROM ") >= 2, "multi-stage: no build tools at run time"
