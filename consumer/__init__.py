@@ -1,0 +1,1 @@
+"""The consumer: status lookups for queued ids, batched monotonic upserts, acks after commit."""

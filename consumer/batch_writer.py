@@ -1,0 +1,161 @@
+"""Micro-batched upserts: rows from many messages, one ``unnest`` statement per flush.
+
+A flush happens at ``max_rows`` rows or ``max_delay`` after the first row of a batch, whichever
+comes first. Only after the statement committed are the rows' owners told (``on_stored``), so a
+message is never acked before its rows are durable. When the database fails, the batch is kept
+and retried with backoff, and ``on_health(False)`` asks the worker to stop taking new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import asyncpg
+import structlog
+
+from common.db import Executor, merge_observations, upsert_last_seen
+
+log = structlog.get_logger(__name__)
+
+O = TypeVar("O")  # noqa: E741 - the owner of a row
+
+# What a lost or refused database connection raises; anything else is a bug and propagates.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Batch(Generic[O]):
+    """Rows waiting for one statement: parallel lists, so a row costs three appends."""
+
+    __slots__ = ("ids", "owners", "seen")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.seen: list[datetime] = []
+        self.owners: list[O] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def latest(self) -> dict[int, datetime]:
+        return merge_observations(zip(self.ids, self.seen, strict=True))
+
+    def absorb(self, newer: Batch[O]) -> None:
+        self.ids += newer.ids
+        self.seen += newer.seen
+        self.owners += newer.owners
+
+
+class BatchWriter(Generic[O]):
+    def __init__(
+        self,
+        db: Executor,
+        *,
+        max_rows: int,
+        max_delay: float,
+        on_stored: Callable[[list[O]], None],
+        on_health: Callable[[bool], None],
+        max_backoff: float = 5.0,
+        statement_timeout: float = 15.0,
+    ) -> None:
+        self._db = db
+        self._max_rows = max_rows
+        self._max_delay = max_delay
+        self._on_stored = on_stored
+        self._on_health = on_health
+        self._max_backoff = max_backoff
+        self._statement_timeout = statement_timeout
+        self._batch: Batch[O] = Batch()
+        self._first_row_at = 0.0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.rows_written = 0
+        self.flushes = 0
+
+    def add(self, object_id: int, seen: datetime, owner: O) -> None:
+        batch = self._batch
+        if not batch.ids:
+            self._first_row_at = time.monotonic()
+            self._wake.set()
+        batch.ids.append(object_id)
+        batch.seen.append(seen)
+        batch.owners.append(owner)
+        if len(batch.ids) == self._max_rows:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._batch)
+
+    async def run(self, deadline: Callable[[], float | None] = lambda: None) -> None:
+        """Flush until :meth:`close` is called and nothing is left (or, while closing, until the
+        ``deadline()`` in monotonic seconds passes: what is unflushed then stays unacked)."""
+        while True:
+            if not self._batch.ids:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due = self._first_row_at + self._max_delay
+            while len(self._batch) < self._max_rows and not self._closing:
+                remaining = due - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch, self._batch = self._batch, Batch()
+            if not await self._commit(batch, deadline):
+                return
+
+    def close(self) -> None:
+        """Flush what is pending now, then let :meth:`run` return."""
+        self._closing = True
+        self._wake.set()
+
+    async def _commit(self, batch: Batch[O], deadline: Callable[[], float | None]) -> bool:
+        backoff = 0.1
+        healthy = True
+        while True:
+            try:
+                # A black-holed connection would otherwise hang here for the pool's command
+                # timeout; the batch is retried either way.
+                async with asyncio.timeout(self._statement_timeout):
+                    written = await upsert_last_seen(self._db, batch.latest())
+                break
+            except DATABASE_ERRORS as error:
+                if healthy:
+                    healthy = False
+                    self._on_health(False)
+                limit = deadline()
+                wait = random.uniform(backoff / 2, backoff)
+                log.warning(
+                    "flush_failed", rows=len(batch), error=repr(error), retry_in_s=round(wait, 2)
+                )
+                if limit is not None and time.monotonic() + wait > limit:
+                    log.error("flush_abandoned", rows=len(batch), reason="shutdown deadline")
+                    return False
+                await asyncio.sleep(wait)
+                backoff = min(backoff * 2, self._max_backoff)
+                # Rows that arrived meanwhile ride along: still one statement, fewer flushes.
+                batch.absorb(self._batch)
+                self._batch = Batch()
+        self.rows_written += written
+        self.flushes += 1
+        if not healthy:
+            log.info("flush_recovered", rows=len(batch))
+            self._on_health(True)
+        self._on_stored(batch.owners)
+        return True

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+
+from common.amqp import RETRY_TIERS_MS
+from common.settings import AmqpSettings, Duration, PostgresSettings
+
+
+class ConsumerSettings(AmqpSettings, PostgresSettings):
+    tester_endpoint: AnyHttpUrl = Field(
+        description="status API base URL; the consumer asks TESTER_ENDPOINT/objects/{id}"
+    )
+    # 2000 in flight at the tester's mean 2.3 s delay is ~870 ids/s per process (Little's law),
+    # five times the original pair of consumers, for ~2000 sockets and a few tens of MB.
+    max_consumers: int = Field(
+        2000, ge=1, le=50_000, description="status requests in flight per process"
+    )
+    status_timeout: Duration = Field(
+        10.0, gt=0, description="connect and read timeout of one status request"
+    )
+    max_attempts: int = Field(
+        8, ge=1, le=100, description="status lookups per id before it goes to the dead letters"
+    )
+    retry_base_delay: Duration = Field(
+        1.0, gt=0, description="delay before the first retry; doubles per attempt, with jitter"
+    )
+    retry_max_delay: Duration = Field(
+        60.0, gt=0, description="longest delay between two attempts (at most 512s)"
+    )
+    batch_max_rows: int = Field(
+        500, ge=1, le=100_000, description="flush the upsert batch at this many rows"
+    )
+    batch_max_delay: Duration = Field(
+        0.05, gt=0, description="flush the upsert batch this long after its first row at most"
+    )
+    shutdown_grace: Duration = Field(
+        10.0, ge=0, description="on SIGTERM, how long in-flight ids may take to finish"
+    )
+    prefetch: int | None = Field(
+        None,
+        ge=1,
+        le=65_535,
+        description="unacked messages per process; unset: sized from MAX_CONSUMERS and the "
+        "ids per message seen so far",
+    )
+    watchdog_interval: Duration = Field(
+        30.0,
+        gt=0,
+        description="re-subscribe when nothing arrived for this long while the queue holds work",
+    )
+
+    @field_validator("tester_endpoint")
+    @classmethod
+    def _no_query(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.query or value.fragment:
+            raise ValueError("must be a base URL without query or fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _delays_in_tiers(self) -> ConsumerSettings:
+        if self.retry_max_delay * 1000 > RETRY_TIERS_MS[-1]:
+            raise ValueError(f"RETRY_MAX_DELAY must be at most {RETRY_TIERS_MS[-1] // 1000}s")
+        if self.retry_base_delay > self.retry_max_delay:
+            raise ValueError("RETRY_BASE_DELAY must not exceed RETRY_MAX_DELAY")
+        return self
+
+    @property
+    def status_base_url(self) -> str:
+        return str(self.tester_endpoint).rstrip("/")

@@ -1,0 +1,180 @@
+"""Asking the status API whether an id is online: aiohttp, one session per process.
+
+An answer counts only if it is HTTP 200 with a JSON object holding the requested integer ``id``
+and a boolean ``online``. Everything else (a timeout, a refused or reset connection, a 5xx, a
+body that is not that JSON) raises :class:`StatusFailure` with a short reason, which the worker
+turns into a delayed retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+import weakref
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+MAX_BODY_BYTES = 4096
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+class StatusFailure(Exception):
+    """No usable answer for one id this time; worth a later retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_status(object_id: int, http_status: int, body: bytes) -> bool:
+    """The ``online`` flag of a status answer, or :class:`StatusFailure` saying what is wrong."""
+    if http_status != 200:
+        raise StatusFailure(f"http {http_status}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise StatusFailure("bad body: not JSON") from None
+    if not isinstance(data, dict):
+        raise StatusFailure("bad body: not a JSON object")
+    answered_id = data.get("id")
+    if type(answered_id) is not int:
+        raise StatusFailure("bad body: id is not an integer")
+    if answered_id != object_id:
+        raise StatusFailure(f"wrong id: asked {object_id}, answered {answered_id}")
+    online = data.get("online")
+    if type(online) is not bool:
+        raise StatusFailure("bad body: online is not a boolean")
+    return online
+
+
+class StatusClient:
+    """``async with StatusClient(...) as client: await client.online(42)``.
+
+    The connector allows ``max_connections`` sockets; the worker never asks for more lookups at
+    once, so no request waits for a connection. A request that finds its kept-alive connection
+    closed by the server (the keep-alive race) is sent once more on a fresh one.
+
+    Timeouts: aiohttp enforces the connect timeout on new connections; the read timeout (the
+    whole request, ``timeout`` seconds) is enforced here by one sweep every
+    ``sweep_interval`` over a FIFO of deadlines, instead of a timer per request that aiohttp
+    re-arms on every chunk received: with thousands in flight that bookkeeping was ~6% of the
+    consumer's CPU. A request is cut off between ``timeout`` and ``timeout + sweep_interval``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int,
+        timeout: float,
+        sweep_interval: float = 0.1,
+    ) -> None:
+        self._base = base_url.rstrip("/") + "/objects/"
+        self._max_connections = max_connections
+        self._timeout = timeout
+        self._sweep_interval = min(sweep_interval, timeout)
+        self._deadlines: deque[tuple[float, weakref.ref[asyncio.Task[Any]]]] = deque()
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> StatusClient:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=60,
+            # Idle connections are kept longer than aiohttp's 15 s so that a dip in load does
+            # not cost a reconnect storm on the next peak (servers keep idle ones for 75 s+).
+            keepalive_timeout=30,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=None, sock_read=None, sock_connect=self._timeout
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _sweep(self) -> None:
+        deadlines, expired = self._deadlines, self._expired
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            now = time.monotonic()
+            while deadlines and deadlines[0][0] <= now:
+                task = deadlines.popleft()[1]()
+                if task is not None and not task.done():
+                    expired.add(task)
+                    task.cancel()
+
+    async def online(self, object_id: int) -> bool:
+        """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
+        gives no usable answer."""
+        assert self._session is not None, "use StatusClient as an async context manager"
+        task = asyncio.current_task()
+        assert task is not None
+        # The timeout cancels the calling task, so each lookup needs a task of its own that ends
+        # when this call returns. A weak reference: a finished task is freed at once, not kept
+        # until its deadline passes.
+        self._deadlines.append((time.monotonic() + self._timeout, weakref.ref(task)))
+        try:
+            return await self._ask(object_id)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise StatusFailure("timeout") from None
+
+    async def _ask(self, object_id: int) -> bool:
+        assert self._session is not None
+        url = URL(f"{self._base}{object_id}", encoded=True)
+        for resend in (False, True):
+            try:
+                async with self._session.get(url, allow_redirects=False) as response:
+                    length = response.content_length
+                    if length is not None and length > MAX_BODY_BYTES:
+                        raise StatusFailure(f"bad body: {length} bytes")
+                    body = await response.read()
+                    return parse_status(object_id, response.status, body)
+            except StatusFailure:
+                raise
+            except aiohttp.ClientConnectorError as error:
+                raise StatusFailure(f"cannot connect: {error.os_error!r}") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if not resend and _is_reset(error):
+                    continue
+                raise StatusFailure(f"connection lost: {error!r}") from None
+            except TimeoutError:
+                raise StatusFailure("timeout") from None
+            except aiohttp.ClientError as error:
+                raise StatusFailure(f"http error: {error!r}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_reset(error: aiohttp.ClientError) -> bool:
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(error, aiohttp.ClientOSError) and error.errno in _RESET_ERRNOS

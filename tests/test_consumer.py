@@ -1,0 +1,359 @@
+"""The consumer as a real process against the real RabbitMQ and PostgreSQL, with a scripted
+status API in the test's own loop (so every wait here is async: a blocking wait would stall it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from common.amqp import Topology, declare_topology
+from common.messages import IdsMessage, decode_message
+from consumer.dead_letter import ERRORS_HEADER, KIND_HEADER, REASON_HEADER, exhausted_letter
+from tests.support.consumer_status import (
+    StatusApi,
+    consumer_env,
+    publish,
+    ready_count,
+    started,
+    stored,
+    wait_for,
+    wait_for_empty,
+)
+from tests.support.processes import ServiceProcess, run_module
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def status_api() -> AsyncIterator[StatusApi]:
+    api = await StatusApi(delay=(0.05, 0.15)).start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+@pytest.fixture
+async def channel(
+    amqp_connection: aio_pika.abc.AbstractConnection, queue_name: str
+) -> aio_pika.abc.AbstractChannel:
+    channel = await amqp_connection.channel(publisher_confirms=True)
+    await declare_topology(channel, queue_name)
+    return channel
+
+
+async def test_online_ids_stored_offline_never_and_in_flight_bounded(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+) -> None:
+    consumer = await started(spawn("consumer", consumer_env(service_env, status_api)))
+    ids = list(range(1000, 1200))
+    for k in range(0, len(ids), 25):
+        await publish(channel, queue_name, ids[k : k + 25], callback_id=f"cb{k}")
+    # The same id in three messages at once: single-flight asks once for the overlap.
+    for n in range(3):
+        await publish(channel, queue_name, [5000], callback_id=f"dup{n}")
+
+    evens = {i for i in ids if i % 2 == 0} | {5000}
+
+    async def all_stored() -> bool:
+        return set(await stored(db_pool)) == evens
+
+    await eventually(all_stored, timeout=30, what="online ids stored")
+    await wait_for(lambda: status_api.total_requests >= len(ids), what="odd ids asked too")
+    rows = await stored(db_pool)
+    assert not any(i % 2 for i in rows), "an offline id was stored"
+    for object_id in evens - {5000}:
+        answered = status_api.answered_at[object_id][0]
+        seen = rows[object_id].timestamp()
+        assert abs(seen - answered) < 0.5, (object_id, seen, answered)
+    assert status_api.peak <= 20
+    assert status_api.peak >= 10, "the consumer should keep many lookups in flight"
+    assert len(status_api.requests[5000]) < 3
+    assert consumer.terminate(timeout=10) == 0
+    assert await ready_count(channel, queue_name) == 0, "every message was acked"
+
+
+async def test_redelivery_and_older_observations_never_move_time_back(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+) -> None:
+    future = datetime.now(UTC) + timedelta(hours=1)
+    await db_pool.execute("INSERT INTO object VALUES (2, $1)", future)
+    await started(spawn("consumer", consumer_env(service_env, status_api)))
+    await publish(channel, queue_name, [2, 4])
+
+    async def four_stored() -> datetime | None:
+        return (await stored(db_pool)).get(4)
+
+    first = await eventually(four_stored, timeout=20, what="id 4 stored")
+    assert (await stored(db_pool))[2] == future, "an older observation overwrote a newer one"
+    # The same message again (a redelivery) with the status API answering as before: a newer
+    # observation moves 4 forward, nothing moves back, nothing else appears.
+    await publish(channel, queue_name, [2, 4])
+    await wait_for(lambda: len(status_api.requests[4]) == 2, what="redelivery looked up")
+
+    async def moved_on() -> bool:
+        return (await stored(db_pool))[4] > first
+
+    await eventually(moved_on, timeout=10, what="id 4 refreshed")
+    rows = await stored(db_pool)
+    assert rows[2] == future
+    assert set(rows) == {2, 4}
+
+
+async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+    tmp_path: Path,
+) -> None:
+    # 10: always 500; 12: hangs past STATUS_TIMEOUT; 14: garbage; 16: the wrong id; 18: two
+    # failures then healthy (stored after retries); 20: healthy from the start.
+    for object_id, action in [(10, "500"), (12, "hang"), (14, "garbage"), (16, "wrong-id")]:
+        status_api.scripts[object_id] = [action] * 3
+    status_api.scripts[18] = ["500", "reset"]
+    env = consumer_env(service_env, status_api, STATUS_TIMEOUT="500ms")
+    consumer = await started(spawn("consumer", env))
+    await publish(channel, queue_name, [10, 12, 14, 16, 18, 20], callback_id="cb-fail")
+
+    async def both_stored() -> bool:
+        return set(await stored(db_pool)) == {18, 20}
+
+    await eventually(both_stored, timeout=30, what="18 after retries, 20 at once")
+    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
+    letters: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def dead_lettered() -> bool:
+        letter = await dead.get(no_ack=False, fail=False)
+        if letter is not None:
+            letters.append(letter)
+        return sum(len(decode_message(m.body).ids) for m in letters) == 4
+
+    await eventually(dead_lettered, timeout=30, what="four ids dead-lettered")
+    assert {i for m in letters for i in decode_message(m.body).ids} == {10, 12, 14, 16}
+    errors: dict[str, str] = {}
+    for letter in letters:
+        assert letter.headers[KIND_HEADER] == "exhausted"
+        assert letter.headers["x-lastseen-callback-id"] == "cb-fail"
+        assert letter.headers["x-lastseen-attempts"] == 3
+        assert letter.headers[REASON_HEADER]
+        errors |= orjson.loads(str(letter.headers[ERRORS_HEADER]))
+        await letter.nack(requeue=True)  # leave them for replay-dead
+    assert errors["10"] == "http 500"
+    assert errors["12"] == "timeout"
+    assert errors["14"] == "bad body: not JSON"
+    assert errors["16"] == "wrong id: asked 16, answered 17"
+    # Three attempts each, with growing, jittered delays: [125, 250] ms, then [250, 500] ms.
+    for object_id in (10, 14, 16):
+        times = status_api.requests[object_id]
+        assert len(times) == 3, (object_id, times)
+        first_gap, second_gap = times[1] - times[0], times[2] - times[1]
+        assert 0.12 <= first_gap < 1.0, (object_id, first_gap)
+        assert 0.25 <= second_gap < 1.5, (object_id, second_gap)
+    assert len(status_api.requests[20]) == 1
+    assert not any(i % 2 for i in await stored(db_pool))
+
+    # The status API recovers; replay-dead brings the ids back and they are stored.
+    status_api.scripts.clear()
+
+    async def replay() -> str:
+        result = await asyncio.to_thread(
+            run_module, "consumer", env, tmp_path / "replay", "replay-dead"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    output = await replay()
+    assert f"moved {len(letters)} dead letters" in output, output
+
+    async def all_stored() -> bool:
+        return set(await stored(db_pool)) == {10, 12, 14, 16, 18, 20}
+
+    await eventually(all_stored, timeout=30, what="replayed ids stored")
+    assert await ready_count(channel, Topology(queue_name).dead) == 0
+    assert consumer.terminate(timeout=10) == 0
+
+
+async def test_connection_refused_is_retried_then_dead_lettered(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+) -> None:
+    closed_port_url = status_api.url
+    await status_api.stop()  # nothing listens there any more: connections are refused
+    env = consumer_env(service_env, status_api, TESTER_ENDPOINT=closed_port_url, MAX_ATTEMPTS="2")
+    await started(spawn("consumer", env))
+    await publish(channel, queue_name, [30, 31], callback_id="cb-refused")
+    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
+
+    async def letter() -> aio_pika.abc.AbstractIncomingMessage | None:
+        return await dead.get(no_ack=True, fail=False)
+
+    found = await eventually(letter, timeout=20, what="dead letter")
+    assert decode_message(found.body).ids == [30, 31]
+    assert "cannot connect" in str(found.headers[REASON_HEADER])
+    assert await ready_count(channel, queue_name) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"v": 99, "callback_id": "x", "received_at": "2026-01-01T00:00:00Z", "ids": [1]}',
+        b'{"v": 1, "callback_id": "x", "received_at": "2026-01-01T00:00:00Z", "ids": ["a"]}',
+        b"\xff\xfe",
+    ],
+)
+async def test_malformed_messages_are_dead_lettered_and_acked(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+    body: bytes,
+) -> None:
+    consumer = await started(spawn("consumer", consumer_env(service_env, status_api)))
+    await channel.default_exchange.publish(
+        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue_name
+    )
+    await publish(channel, queue_name, [42])
+    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
+
+    async def letter() -> aio_pika.abc.AbstractIncomingMessage | None:
+        return await dead.get(no_ack=True, fail=False)
+
+    found = await eventually(letter, timeout=20, what="dead letter")
+    assert found.body == body
+    assert found.headers[KIND_HEADER] == "malformed"
+    assert found.headers[REASON_HEADER]
+
+    async def next_one_stored() -> bool:
+        return 42 in await stored(db_pool)
+
+    await eventually(next_one_stored, timeout=20, what="the next message processed")
+    assert consumer.running()
+    assert await ready_count(channel, queue_name) == 0
+    assert await ready_count(channel, Topology(queue_name).dead) == 0
+
+
+def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {
+        "AMQP_URI": "amqp://guest:guest@127.0.0.1:5672/",
+        "QUEUE_NAME": "q",
+        "POSTGRES_HOST": "x",
+        "POSTGRES_DB": "x",
+        "POSTGRES_USER": "x",
+        "MAX_CONSUMERS": "lots",
+    }
+    result = run_module("consumer", env, tmp_path)
+    assert result.returncode == 2
+    assert "TESTER_ENDPOINT is required" in result.stderr
+    assert "MAX_CONSUMERS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_with_the_tester_faults_and_all(
+    spawn: Callable[..., ServiceProcess],
+    service_env: dict[str, str],
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    db_pool: asyncpg.Pool,
+) -> None:
+    """The real status API with short delays and a share of 500s, hangs and garbage: every
+    online id is stored in the end, no offline one, and the tester never sees more than
+    MAX_CONSUMERS requests from the consumer at once."""
+    tester = spawn(
+        "tester",
+        {
+            "TESTER_PORT": "0",
+            "TESTER_HOST": "127.0.0.1",
+            "CALLBACK_ENDPOINT": "http://127.0.0.1:9",
+            "TESTER_INTERVAL": "1h",
+            "TESTER_DELAY_MIN": "20ms",
+            "TESTER_DELAY_MAX": "200ms",
+            "TESTER_ERROR_RATE": "0.1",
+            "TESTER_HANG_RATE": "0.05",
+            "TESTER_GARBAGE_RATE": "0.1",
+            "TESTER_SEED": "7",
+        },
+    )
+    await wait_for(lambda: "tester listening" in tester.output(), what="tester listening")
+    line = next(x for x in tester.output().splitlines() if "tester listening" in x)
+    url = f"http://127.0.0.1:{orjson.loads(line)['port']}"
+    env = {
+        **service_env,
+        "TESTER_ENDPOINT": url,
+        "MAX_CONSUMERS": "25",
+        "STATUS_TIMEOUT": "500ms",
+        "MAX_ATTEMPTS": "10",
+        "RETRY_BASE_DELAY": "250ms",
+        "RETRY_MAX_DELAY": "500ms",
+        "BATCH_MAX_DELAY": "20ms",
+    }
+    await started(spawn("consumer", env))
+    ids = list(range(0, 400))
+    for k in range(0, len(ids), 40):
+        await publish(channel, queue_name, ids[k : k + 40], callback_id=f"cb{k}")
+
+    async def all_stored() -> bool:
+        return set(await stored(db_pool)) == {i for i in ids if i % 2 == 0}
+
+    await eventually(all_stored, timeout=60, what="every online id stored despite faults")
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
+        stats = await response.json()
+    objects = stats.get("objects", stats)
+    assert objects["peak_in_flight"] <= 25
+    assert objects["answered"]["error"] > 0 and objects["answered"]["garbage"] > 0
+    assert objects["gave_up"] > 0, "some requests hung until the consumer gave up"
+    await wait_for_empty(channel, queue_name)
+
+
+async def test_replay_dead_respects_the_limit_and_resets_attempts(
+    service_env: dict[str, str],
+    channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    topology = Topology(queue_name)
+    work = IdsMessage("cb-dead", datetime.now(UTC), [7, 8], attempt=5)
+    for n in range(3):
+        letter = exhausted_letter(work, {7: "timeout", 8: f"http 50{n}"})
+        await channel.default_exchange.publish(letter, topology.dead)
+    result = await asyncio.to_thread(
+        run_module, "consumer", service_env, tmp_path, "replay-dead", "--limit", "2"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "moved 2 dead letters" in result.stdout
+    assert await ready_count(channel, topology.dead) == 1
+    queue = await channel.declare_queue(queue_name, passive=True)
+    for _ in range(2):
+        replayed = await queue.get(no_ack=True, timeout=5)
+        body = decode_message(replayed.body)
+        assert (body.ids, body.attempt, body.callback_id) == ([7, 8], 0, "cb-dead")
+    assert await ready_count(channel, queue_name) == 0

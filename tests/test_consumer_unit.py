@@ -1,0 +1,285 @@
+"""Pure parts of the consumer: backoff tiers, settling, single-flight, answer parsing, formats."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.amqp import RETRY_TIERS_MS
+from common.messages import IdsMessage, decode_message
+from consumer.backoff import nominal_delay, plan_retry, retry_tiers, tier_for
+from consumer.dead_letter import (
+    ERRORS_HEADER,
+    KIND_HEADER,
+    REASON_HEADER,
+    exhausted_letter,
+    malformed_letter,
+    replayable,
+)
+from consumer.ledger import Delivery, Next, exhausted, summarize
+from consumer.retry import retry_message
+from consumer.settings import ConsumerSettings
+from consumer.single_flight import Flights
+from consumer.status_client import StatusFailure, parse_status
+from consumer.subscription import looks_stuck, needs_resize, prefetch_for
+
+pytestmark = pytest.mark.unit
+
+WORK = IdsMessage("cb-1", datetime(2026, 1, 1, tzinfo=UTC), [1, 2, 3], attempt=2)
+
+
+# --- backoff -----------------------------------------------------------------------------------
+
+
+def test_tiers_cover_base_to_max() -> None:
+    assert retry_tiers(1.0, 60.0) == (1000, 2000, 4000, 8000, 16000, 32000, 64000)
+    assert retry_tiers(0.25, 0.25) == (250,)
+    assert tier_for(300) == 500
+    assert tier_for(10**9) == RETRY_TIERS_MS[-1]
+
+
+def test_delay_doubles_then_caps() -> None:
+    assert [nominal_delay(n, 1.0, 10.0) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+    assert nominal_delay(500, 1.0, 60.0) == 60.0
+    with pytest.raises(ValueError):
+        nominal_delay(0, 1.0, 10.0)
+
+
+@given(
+    failures=st.integers(1, 40),
+    base=st.floats(0.01, 10.0),
+    span=st.floats(1.0, 50.0),
+    seed=st.integers(0, 2**32),
+)
+def test_retry_plan_is_jittered_within_its_tier(
+    failures: int, base: float, span: float, seed: int
+) -> None:
+    maximum = min(base * span, 512.0)
+    plan = plan_retry(failures, base, maximum, random.Random(seed))
+    nominal_ms = nominal_delay(failures, base, maximum) * 1000
+    assert plan.tier_ms in retry_tiers(base, maximum)
+    assert 1 <= plan.expiration_ms <= plan.tier_ms
+    assert nominal_ms / 2 - 1 <= plan.expiration_ms <= nominal_ms + 1
+
+
+def test_jitter_spreads_ids_that_failed_together() -> None:
+    rng = random.Random(7)
+    draws = {plan_retry(3, 1.0, 60.0, rng).expiration_ms for _ in range(50)}
+    assert len(draws) > 25
+    assert min(draws) >= 2000 and max(draws) <= 4000
+
+
+# --- settling ----------------------------------------------------------------------------------
+
+
+def test_message_acks_only_after_every_online_row_is_stored() -> None:
+    delivery = Delivery("tag", WORK)
+    delivery.answered_online()
+    delivery.answered_offline()
+    assert delivery.next_step() is Next.WAIT  # one lookup still out
+    delivery.answered_online()
+    assert delivery.next_step() is Next.WAIT  # two rows not committed
+    delivery.stored()
+    assert delivery.next_step() is Next.WAIT
+    delivery.stored()
+    assert delivery.next_step() is Next.ACK
+    assert delivery.next_step() is Next.WAIT  # ACK is given once
+
+
+def test_failures_are_handed_off_once_before_the_ack() -> None:
+    delivery = Delivery("tag", WORK)
+    delivery.failed(1, "timeout")
+    delivery.answered_online()
+    assert delivery.next_step() is Next.WAIT
+    delivery.failed(3, "http 500")
+    assert delivery.next_step() is Next.HAND_OFF
+    assert delivery.next_step() is Next.WAIT  # hand-off under way
+    delivery.hand_off_done()
+    assert delivery.next_step() is Next.WAIT  # row 2 not stored yet
+    delivery.stored()
+    assert delivery.next_step() is Next.ACK
+    assert delivery.failures == {1: "timeout", 3: "http 500"}
+
+
+def test_empty_message_acks_at_once() -> None:
+    delivery = Delivery("tag", IdsMessage("cb", WORK.received_at, []))
+    assert delivery.next_step() is Next.ACK
+
+
+def test_attempts_run_out_at_max_attempts() -> None:
+    assert not exhausted(0, 2)
+    assert exhausted(1, 2)
+    assert exhausted(0, 1)
+
+
+def test_summary_ranks_reasons() -> None:
+    failures = {1: "timeout", 2: "timeout", 3: "http 500", 4: "a", 5: "b"}
+    assert summarize(failures) == "timeout (x2); a; b; +1 other reasons"
+
+
+# --- single-flight -----------------------------------------------------------------------------
+
+
+def test_overlapping_lookups_share_one_flight() -> None:
+    flights: Flights[str] = Flights()
+    assert flights.join(7, "a") is True
+    assert flights.join(7, "b") is False
+    assert flights.join(8, "c") is True
+    assert len(flights) == 2
+    assert flights.land(7) == ["a", "b"]
+    assert 7 not in flights
+    assert flights.join(7, "d") is True  # a later lookup asks again
+    assert flights.land(99) == []
+
+
+# --- status answers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "online"),
+    [(200, b'{"id":4,"online":true}', True), (200, b'{"online":false,"id":4,"x":1}', False)],
+)
+def test_valid_answers(status: int, body: bytes, online: bool) -> None:
+    assert parse_status(4, status, body) is online
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (500, b'{"id":4,"online":true}', "http 500"),
+        (404, b"", "http 404"),
+        (200, b"<html>", "bad body: not JSON"),
+        (200, b"", "bad body: not JSON"),
+        (200, b"[4, true]", "bad body: not a JSON object"),
+        (200, b'{"id":"4","online":true}', "bad body: id is not an integer"),
+        (200, b'{"id":true,"online":true}', "bad body: id is not an integer"),
+        (200, b'{"id":4.0,"online":true}', "bad body: id is not an integer"),
+        (200, b'{"online":true}', "bad body: id is not an integer"),
+        (200, b'{"id":5,"online":true}', "wrong id: asked 4, answered 5"),
+        (200, b'{"id":4,"online":1}', "bad body: online is not a boolean"),
+        (200, b'{"id":4,"online":"true"}', "bad body: online is not a boolean"),
+        (200, b'{"id":4}', "bad body: online is not a boolean"),
+    ],
+)
+def test_unusable_answers_are_failures(status: int, body: bytes, reason: str) -> None:
+    with pytest.raises(StatusFailure) as caught:
+        parse_status(4, status, body)
+    assert caught.value.reason == reason
+
+
+# --- prefetch ----------------------------------------------------------------------------------
+
+
+def test_prefetch_keeps_max_consumers_busy() -> None:
+    assert prefetch_for(2000, 100) == 50
+    assert prefetch_for(2000, 1) == 5000
+    assert prefetch_for(8000, 0) == 20000
+    assert prefetch_for(10, 500) == 4
+    assert prefetch_for(50_000, 1) == 65_535
+    assert not needs_resize(50, 60)
+    assert needs_resize(50, 5000)
+    assert needs_resize(5000, 50)
+
+
+def test_watchdog_suspects_only_unexplained_silence() -> None:
+    assert looks_stuck(idle=31, interval=30, paused=False, unacked=0, prefetch=50)
+    assert not looks_stuck(idle=10, interval=30, paused=False, unacked=0, prefetch=50)
+    assert not looks_stuck(idle=31, interval=30, paused=True, unacked=0, prefetch=50)
+    assert not looks_stuck(idle=31, interval=30, paused=False, unacked=50, prefetch=50)
+
+
+# --- formats -----------------------------------------------------------------------------------
+
+
+def test_exhausted_letter_carries_reason_ids_callback_and_attempts() -> None:
+    letter = exhausted_letter(WORK, {3: "timeout", 1: "http 500"})
+    body = decode_message(letter.body)
+    assert body.ids == [1, 3]
+    assert body.callback_id == "cb-1"
+    assert body.attempt == 3
+    assert letter.headers[KIND_HEADER] == "exhausted"
+    assert letter.headers[REASON_HEADER] == "http 500; timeout"
+    assert orjson.loads(str(letter.headers[ERRORS_HEADER])) == {"1": "http 500", "3": "timeout"}
+    assert letter.headers["x-lastseen-callback-id"] == "cb-1"
+    assert letter.headers["x-lastseen-attempts"] == 3
+    assert letter.delivery_mode == 2
+
+
+def test_replay_resets_attempts_and_keeps_other_bodies() -> None:
+    letter = exhausted_letter(WORK, {2: "timeout"})
+    replayed = decode_message(replayable(letter.body, dict(letter.headers)))
+    assert (replayed.ids, replayed.attempt, replayed.callback_id) == ([2], 0, "cb-1")
+    garbage = malformed_letter(b"\xff not json", "not JSON")
+    assert garbage.headers[KIND_HEADER] == "malformed"
+    assert replayable(garbage.body, dict(garbage.headers)) == b"\xff not json"
+    # A broker dead-letter (delivery limit) has no header of ours: back unchanged.
+    assert replayable(WORK.encode(), {"x-death": []}) == WORK.encode()
+    assert replayable(b"junk", {KIND_HEADER: "exhausted"}) == b"junk"
+
+
+def test_retry_message_counts_one_more_attempt() -> None:
+    message = retry_message(WORK, [2, 3], 1500)
+    body = decode_message(message.body)
+    assert (body.ids, body.attempt, body.callback_id) == ([2, 3], 3, "cb-1")
+    assert body.received_at == WORK.received_at
+    assert message.expiration == 1.5
+    assert message.delivery_mode == 2
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+BASE_ENV = {
+    "AMQP_URI": "amqp://guest:guest@localhost:5672/",
+    "QUEUE_NAME": "q",
+    "POSTGRES_HOST": "db",
+    "POSTGRES_DB": "d",
+    "POSTGRES_USER": "u",
+    "TESTER_ENDPOINT": "http://tester:9010",
+}
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **extra: str) -> ConsumerSettings:
+    for key, value in {**BASE_ENV, **extra}.items():
+        monkeypatch.setenv(key, value)
+    return ConsumerSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, RETRY_BASE_DELAY="500ms", BATCH_MAX_DELAY="20ms")
+    assert settings.max_consumers == 2000
+    assert settings.status_timeout == 10.0
+    assert settings.retry_base_delay == 0.5
+    assert settings.batch_max_delay == pytest.approx(0.02)
+    assert settings.prefetch is None
+    assert settings.status_base_url == "http://tester:9010"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TESTER_ENDPOINT", "tester:9010"),
+        ("TESTER_ENDPOINT", "http://tester:9010/?x=1"),
+        ("MAX_CONSUMERS", "0"),
+        ("MAX_CONSUMERS", "many"),
+        ("STATUS_TIMEOUT", "-1s"),
+        ("RETRY_MAX_DELAY", "20m"),
+        ("RETRY_BASE_DELAY", "2m"),
+        ("MAX_ATTEMPTS", "0"),
+        ("PREFETCH", "70000"),
+    ],
+)
+def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        _settings(monkeypatch, **{name: value})
+
+
+def test_every_setting_is_described() -> None:
+    for name, field in ConsumerSettings.model_fields.items():
+        assert field.description, name
