@@ -61,6 +61,11 @@ async def main(settings: ProducerSettings) -> None:
                 log_config=None,
                 server_header=False,
                 timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+                # uvicorn's default of 5 s equals the tester's interval: the server closed the
+                # idle connection just as the client reused it, and the callback failed with a
+                # read error (seen in a soak run). Go's server, as the original used it, never
+                # closes idle connections; 75 s outlasts any sane client interval.
+                timeout_keep_alive=math.ceil(settings.keepalive_timeout),
             )
         )
         log.info("http_serving", host=settings.producer_host, port=settings.producer_port)

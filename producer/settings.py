@@ -42,6 +42,11 @@ class ProducerSettings(AmqpSettings):
         gt=0,
         description="longest pause between reconnects and relay rounds while the broker fails",
     )
+    keepalive_timeout: Duration = Field(
+        75.0,
+        gt=0,
+        description="idle time before the server closes a kept-alive client connection",
+    )
     shutdown_grace: Duration = Field(
         10.0, ge=0, description="on SIGTERM, time for in-flight requests and the relay to finish"
     )

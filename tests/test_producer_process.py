@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import signal
 import socket
 import time
@@ -277,6 +278,36 @@ async def test_body_limit_is_enforced_while_reading(
     writer.close()
     assert status_line.startswith(b"HTTP/1.1 413")
     assert b'"error":"body_too_large"' in headers_and_body
+
+
+def test_a_kept_alive_connection_outlives_the_testers_interval(
+    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path
+) -> None:
+    """The tester posts every 5 s on one kept-alive connection; a server that closes idle
+    connections after 5 s races it and the callback fails with a read error."""
+    port = free_port()
+    producer = spawn(
+        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
+    )
+    wait_broker_connected(producer, port)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        statuses = []
+        sockets = []
+        for attempt in range(2):
+            if attempt:
+                time.sleep(5.5)  # the idle period under test, longer than the tester's interval
+            connection.request(
+                "POST", "/callback", b'{"object_ids":[1,2]}', {"Content-Type": "application/json"}
+            )
+            sockets.append(connection.sock)
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        assert statuses == [202, 202]
+        assert sockets[0] is sockets[1], "the server closed the kept-alive connection"
+    finally:
+        connection.close()
 
 
 def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
