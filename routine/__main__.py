@@ -8,13 +8,16 @@ import sys
 
 import structlog
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from common.db import create_pool, migrate
 from common.heartbeat import beat_forever
 from common.log import configure_logging
+from common.metrics import serve_metrics
 from common.retrying import DependencyUnavailable
 from common.settings import load_settings
 from routine.expiry import run_routine
+from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
 
 log = structlog.get_logger("routine")
@@ -39,7 +42,10 @@ async def main(settings: RoutineSettings) -> None:
             ttl_s=settings.object_ttl,
             batch_size=settings.routine_batch_size,
         )
-        await run_routine(pool, settings, stop)
+        registry = CollectorRegistry()
+        metrics = RoutineMetrics(registry)
+        serve_metrics(registry, settings.metrics_port)
+        await run_routine(pool, settings, stop, metrics)
     finally:
         heartbeat.cancel()
         await pool.close()

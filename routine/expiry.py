@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from common.db import EXPIRY_LOCK_KEY, expire_stale
+from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,9 @@ def next_delay(interval: float, failures: int, max_backoff: float) -> float:
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
-async def run_routine(pool: asyncpg.Pool, settings: RoutineSettings, stop: asyncio.Event) -> None:
+async def run_routine(
+    pool: asyncpg.Pool, settings: RoutineSettings, stop: asyncio.Event, metrics: RoutineMetrics
+) -> None:
     """Tick every ``ROUTINE_INTERVAL`` until ``stop`` is set; never exit on a database error."""
     failures = 0
     while not stop.is_set():
@@ -62,9 +65,13 @@ async def run_routine(pool: asyncpg.Pool, settings: RoutineSettings, stop: async
             result = await expire_once(pool, settings.object_ttl, settings.routine_batch_size)
         except DATABASE_ERRORS as error:
             failures += 1
+            metrics.ticks.labels("failed").inc()
             log.warning("expiry_failed", error=repr(error), consecutive_failures=failures)
         else:
             failures = 0
+            metrics.ticks.labels("ran" if result.ran else "skipped").inc()
+            metrics.deleted.inc(result.deleted)
+            metrics.duration.observe(time.perf_counter() - started)
             log.info(
                 "expiry_tick" if result.ran else "expiry_skipped_locked",
                 deleted=result.deleted,

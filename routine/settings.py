@@ -13,6 +13,9 @@ class RoutineSettings(PostgresSettings):
     routine_batch_size: int = Field(
         5000, ge=1, le=1_000_000, description="rows deleted per statement (bounds lock time)"
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve Prometheus metrics on this port (0: off)"
+    )
     routine_max_backoff: Duration = Field(
         30.0, gt=0, description="longest wait between ticks while the database is failing"
     )

@@ -1,11 +1,13 @@
 """The routine on the real PostgreSQL: what it deletes, with replicas, across an outage."""
 
+import re
 import signal
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
 
 from common.db import EXPIRY_LOCK_KEY
@@ -13,6 +15,7 @@ from routine.expiry import expire_once, next_delay
 from tests.conftest import postgres_env
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
+from tests.support.suite import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -104,6 +107,8 @@ async def test_the_routine_survives_a_database_cut(
     proxy = make_proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     env = routine_env(database_url, POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=str(proxy.port))
     env["ROUTINE_MAX_BACKOFF"] = "500ms"
+    metrics_port = free_port()
+    env["METRICS_PORT"] = str(metrics_port)
     routine = spawn("routine", env)
     routine.wait_for_log('"routine_started"')
 
@@ -127,6 +132,11 @@ async def test_the_routine_survives_a_database_cut(
 
     await eventually(emptied, timeout=15, what="stale rows deleted after the cut")
     assert routine.running()
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)).text
+    assert "lastseen_routine_deleted_rows_total 40.0" in metrics
+    failed = re.search(r'lastseen_routine_ticks_total\{outcome="failed"\} (\d+)', metrics)
+    assert failed and int(failed.group(1)) >= 2
     started = time.monotonic()
     routine.signal(signal.SIGTERM)
     assert routine.wait(timeout=10) == 0
