@@ -15,6 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.telemetry import TelemetryConfig
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from common.messages import INT64_MAX, INT64_MIN
 from producer.callback import CallbackRejected, is_json_content_type, parse_callback
 from producer.ingest import Ingest
+from producer.metrics import ProducerMetrics
 from producer.publisher import BrokerState
 from producer.spool import SpoolUnavailable
 
@@ -83,6 +85,8 @@ def _described(description: str) -> dict[str, object]:
 def create_app(ingest: Ingest) -> FastAPI:
     """The producer's ASGI app; its lifespan runs the broker connection and the relay."""
     settings = ingest.settings
+    registry = CollectorRegistry()
+    metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool.depth)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -150,14 +154,18 @@ def create_app(ingest: Ingest) -> FastAPI:
             body = await _read_limited(request, settings.max_body_bytes)
             ids = parse_callback(body, max_ids=settings.max_ids_per_callback)
         except CallbackRejected as rejected:
+            metrics.callbacks.labels("rejected").inc()
             return _error(rejected.status, rejected.error, rejected.detail)
         try:
             accepted = await ingest.accept(ids)
         except SpoolUnavailable as error:
+            metrics.callbacks.labels("unavailable").inc()
             log.error("callback_refused", ids=len(ids), error=str(error))
             response = _error(503, "unavailable", "broker and spool are both unavailable; retry")
             response.headers["Retry-After"] = "1"
             return response
+        metrics.callbacks.labels("spooled" if accepted.spooled else "confirmed").inc()
+        metrics.ids.inc(accepted.accepted)
         return Response(
             orjson.dumps(
                 {
@@ -175,6 +183,10 @@ def create_app(ingest: Ingest) -> FastAPI:
     # only the Request) does not use. Measured on a bare endpoint: 9,900 req/s through the
     # APIRoute, 14,000 through the plain route. The APIRoute above stays for the OpenAPI document.
     app.router.routes.insert(0, Route("/callback", callback, methods=["POST"]))
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", summary="The process is alive", response_model=HealthBody)
     async def health() -> HealthBody:

@@ -398,3 +398,14 @@ async def until(predicate: Callable[[], bool], *, timeout: float, what: str) -> 
         return predicate()
 
     await eventually(check, timeout=timeout, what=what)
+
+
+async def test_metrics_count_callbacks_by_outcome(start_producer: StartProducer) -> None:
+    producer = await start_producer()
+    assert (await producer.post({"object_ids": [1, 2, 2, 3]})).status_code == 202
+    assert (await producer.post({"object_ids": ["x"]})).status_code == 422
+    metrics = (await producer.client.get("/metrics")).text
+    assert 'lastseen_producer_callbacks_total{outcome="confirmed"} 1.0' in metrics
+    assert 'lastseen_producer_callbacks_total{outcome="rejected"} 1.0' in metrics
+    assert "lastseen_producer_ids_total 3.0" in metrics
+    assert "lastseen_producer_spool_depth 0.0" in metrics
