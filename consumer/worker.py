@@ -62,6 +62,9 @@ class Worker:
         self._rng = rng or random.Random()
         self._topology = Topology(settings.queue_name)
         self._max_in_flight = settings.max_consumers
+        # loop.create_task, not asyncio.create_task: the latter's get_running_loop() costs a
+        # getpid() system call per lookup (Python 3.11).
+        self._loop = asyncio.get_running_loop()
         self._waiting: deque[Delivery[Message]] = deque()
         self._flights: Flights[Delivery[Message]] = Flights()
         self._lookups: dict[int, asyncio.Task[None]] = {}
@@ -117,7 +120,7 @@ class Worker:
 
     def _pump(self) -> None:
         waiting, flights, lookups = self._waiting, self._flights, self._lookups
-        limit = self._max_in_flight
+        limit, create_task = self._max_in_flight, self._loop.create_task
         while waiting and len(flights) < limit and not self._paused:
             delivery = waiting[0]
             ids = delivery.work.ids
@@ -126,7 +129,7 @@ class Worker:
             if delivery.next_index == len(ids):
                 waiting.popleft()
             if flights.join(object_id, delivery):
-                lookups[object_id] = asyncio.create_task(self._lookup(object_id))
+                lookups[object_id] = create_task(self._lookup(object_id))
 
     async def _lookup(self, object_id: int) -> None:
         reason: str | None = None

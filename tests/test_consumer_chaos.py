@@ -90,8 +90,14 @@ async def test_database_cut_nothing_acked_before_commit_then_kill_and_restart(
     assert len(status_api.requests) >= 20
     consumer.kill()
     # Killed with answers in hand but no commit: not one message was acked (every message has
-    # online ids; all-offline messages would rightly be acked at once).
-    assert await ready_count(channel, queue_name) == messages
+    # online ids; all-offline messages would rightly be acked at once). The broker requeues them
+    # once it has noticed the dead connection: wait for every one of them (an acked one never
+    # comes back).
+
+    async def all_returned() -> bool:
+        return await ready_count(channel, queue_name) == messages
+
+    await eventually(all_returned, timeout=10, what=f"{messages} unacked messages requeued")
     assert await stored(db_pool) == {}
     proxy.restore()
     await started(spawn("consumer", env))

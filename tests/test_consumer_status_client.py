@@ -1,0 +1,186 @@
+"""The status client at the HTTP level, against a scripted raw TCP server: what goes on the wire,
+when a connection is reused, and what an answer aiohttp cannot parse or a closed keep-alive
+connection becomes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from consumer.status_client import StatusClient, StatusFailure
+
+pytestmark = pytest.mark.integration
+
+
+def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def online(object_id: int) -> bytes:
+    return answer(
+        b'{"id":%d,"online":%s}' % (object_id, b"true" if object_id % 2 == 0 else b"false")
+    )
+
+
+class RawServer:
+    """Answers each request head with the next scripted bytes (``None``: close the connection
+    without answering); ``close_after`` closes a connection after that many answers."""
+
+    def __init__(self, script: list[bytes | None], close_after: int = 0) -> None:
+        self.script = script
+        self.close_after = close_after
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/base"
+        return self
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                self.heads.append(head)
+                reply = self.script.pop(0)
+                if reply is None:
+                    return
+                writer.write(reply)
+                await writer.drain()
+                answered += 1
+                if answered == self.close_after:
+                    return
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[RawServer]]:
+    started: list[RawServer] = []
+    yield started
+    for server in started:
+        await server.stop()
+
+
+async def serve(
+    servers: list[RawServer], script: list[bytes | None], close_after: int = 0
+) -> RawServer:
+    server = await RawServer(script, close_after).start()
+    servers.append(server)
+    return server
+
+
+def client(server: RawServer) -> StatusClient:
+    return StatusClient(server.url, max_connections=4, timeout=2.0)
+
+
+async def test_one_get_per_lookup_on_a_kept_alive_connection(servers: list[RawServer]) -> None:
+    server = await serve(servers, [online(42), online(7), online(10**12)])
+    async with client(server) as status:
+        assert await status.online(42) is True
+        assert await status.online(7) is False
+        assert await status.online(10**12) is True
+    assert server.connections == 1
+    port = server.url.split(":")[2].split("/")[0]
+    assert (
+        server.heads[0]
+        == (
+            f"GET /base/objects/42 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\n\r\n"
+        ).encode()
+    )
+    assert server.heads[2].startswith(b"GET /base/objects/1000000000000 HTTP/1.1\r\n")
+
+
+async def test_an_informational_answer_is_skipped(servers: list[RawServer]) -> None:
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    server = await serve(servers, [early_hints + online(8), online(9)])
+    async with client(server) as status:
+        assert await status.online(8) is True
+        assert await status.online(9) is False
+    assert server.connections == 1
+
+
+async def test_connection_close_and_an_unread_body_are_not_reused(
+    servers: list[RawServer],
+) -> None:
+    server = await serve(
+        servers,
+        [
+            answer(b'{"id":2,"online":true}', extra="Connection: close\r\n"),
+            answer(b"x" * 5000),
+            online(4),
+        ],
+    )
+    async with client(server) as status:
+        assert await status.online(2) is True
+        with pytest.raises(StatusFailure, match="bad body: 5000 bytes"):
+            await status.online(3)
+        assert await status.online(4) is True
+    assert server.connections == 3
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_sent_again(
+    servers: list[RawServer],
+) -> None:
+    # The keep-alive race: the server closes a kept-alive connection as the next request
+    # arrives on it. That request is sent once more, on a new connection.
+    server = await serve(servers, [online(2), None, online(4)])
+    async with client(server) as status:
+        assert await status.online(2) is True
+        assert await status.online(4) is True
+    assert server.connections == 2
+    assert [head.split(b" ")[1] for head in server.heads] == [
+        b"/base/objects/2",
+        b"/base/objects/4",
+        b"/base/objects/4",
+    ]
+
+    # Closed while idle in the pool: not used again.
+    idle = await serve(servers, [online(2), online(4)], close_after=1)
+    async with client(idle) as status:
+        assert await status.online(2) is True
+        await asyncio.sleep(0.05)
+        assert await status.online(4) is True
+    assert idle.connections == 2
+
+    # Closed without an answer on a fresh connection too: a failure after one resend, no loop.
+    dropping = await serve(servers, [None, None, None])
+    async with client(dropping) as status:
+        with pytest.raises(StatusFailure, match="connection lost"):
+            await status.online(6)
+    assert dropping.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (b"HTTP/1.1 abc\r\n\r\n", "http error"),
+        (b"not http at all\r\n\r\n", "http error"),
+        (answer(b"oops", status="503 Service Unavailable"), "http 503"),
+        (answer(b'{"id":8,"online":"yes"}'), "online is not a boolean"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{}", "connection lost|http error"),
+    ],
+)
+async def test_unusable_answers_fail_with_a_reason(
+    servers: list[RawServer], reply: bytes, reason: str
+) -> None:
+    server = await serve(servers, [reply, None], close_after=1)
+    async with client(server) as status:
+        with pytest.raises(StatusFailure, match=reason):
+            await status.online(8)
