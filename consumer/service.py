@@ -11,6 +11,9 @@ import structlog
 
 from common.amqp import connect_amqp, declare_topology
 from common.db import Executor, create_pool, migrate
+from common.heartbeat import beat_forever
+from common.metrics import serve_metrics
+from consumer import metrics
 from consumer.backoff import retry_tiers
 from consumer.batch_writer import BatchWriter
 from consumer.settings import ConsumerSettings
@@ -97,6 +100,8 @@ async def _serve(
         on_health=lambda healthy: worker.set_paused(not healthy),
     )
     worker.attach(writer)
+    serve_metrics(metrics.register(worker), settings.metrics_port)
+    heartbeat = asyncio.create_task(beat_forever())
     shutdown_deadline: list[float] = []
     writer_task = asyncio.create_task(
         writer.run(deadline=lambda: shutdown_deadline[0] if shutdown_deadline else None)
@@ -125,6 +130,7 @@ async def _serve(
         started = time.monotonic()
         deadline = started + settings.shutdown_grace
         shutdown_deadline.append(deadline)
+        heartbeat.cancel()
         log.info("consumer_stopping", grace_s=settings.shutdown_grace)
         await subscription.cancel()
         await worker.drain(max(started, deadline - FLUSH_RESERVE))

@@ -43,6 +43,9 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
         description="unacked messages per process; unset: sized from MAX_CONSUMERS and the "
         "ids per message seen so far",
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve Prometheus metrics on this port (0: off)"
+    )
     watchdog_interval: Duration = Field(
         30.0,
         gt=0,

@@ -11,6 +11,7 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import asyncpg
+import httpx
 import orjson
 import pytest
 
@@ -28,6 +29,7 @@ from tests.support.consumer_status import (
     wait_for_empty,
 )
 from tests.support.processes import ServiceProcess, run_module
+from tests.support.suite import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -59,7 +61,10 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
     queue_name: str,
     db_pool: asyncpg.Pool,
 ) -> None:
-    consumer = await started(spawn("consumer", consumer_env(service_env, status_api)))
+    metrics_port = free_port()
+    consumer = await started(
+        spawn("consumer", consumer_env(service_env, status_api, METRICS_PORT=str(metrics_port)))
+    )
     ids = list(range(1000, 1200))
     for k in range(0, len(ids), 25):
         await publish(channel, queue_name, ids[k : k + 25], callback_id=f"cb{k}")
@@ -83,6 +88,16 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
     assert status_api.peak <= 20
     assert status_api.peak >= 10, "the consumer should keep many lookups in flight"
     assert len(status_api.requests[5000]) < 3
+
+    async def metrics_settled() -> str | None:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        return text if "lastseen_consumer_acked_total 11.0" in text else None
+
+    metrics = await eventually(metrics_settled, timeout=10, what="11 messages acked")
+    assert "lastseen_consumer_messages_total 11.0" in metrics
+    assert "lastseen_consumer_ids_total 203.0" in metrics
+    assert "lastseen_consumer_dead_total 0.0" in metrics
     assert consumer.terminate(timeout=10) == 0
     assert await ready_count(channel, queue_name) == 0, "every message was acked"
 
