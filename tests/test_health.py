@@ -11,6 +11,7 @@ from aiohttp import web
 
 from common import healthcheck
 from common.heartbeat import beat_forever, is_fresh
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -20,18 +21,11 @@ async def test_the_heartbeat_is_fresh_while_the_loop_runs(tmp_path: Path) -> Non
     assert not is_fresh(path)
     beating = asyncio.create_task(beat_forever(path, interval=0.05))
     try:
-
-        async def beaten() -> bool:
-            return is_fresh(path, max_age=1)
-
-        deadline = time.monotonic() + 5
-        while not await beaten():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _fresh(path), timeout=5, interval=0.01, what="first beat")
         os.utime(path, (time.time() - 60, time.time() - 60))
         assert not is_fresh(path, max_age=30)
-        await asyncio.sleep(0.2)  # two beats' worth: the loop is alive, so it touches again
-        assert is_fresh(path, max_age=1)
+        # The loop is alive, so it touches the file again.
+        await eventually(lambda: _fresh(path), timeout=5, interval=0.01, what="next beat")
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -61,3 +55,7 @@ async def test_a_url_health_check_needs_a_2xx(monkeypatch: pytest.MonkeyPatch) -
         await runner.cleanup()
     monkeypatch.setenv("HEALTHCHECK_URL", f"http://127.0.0.1:{port}/health")
     assert await asyncio.to_thread(healthcheck.healthy) is False  # nothing listens any more
+
+
+async def _fresh(path: Path) -> bool:
+    return is_fresh(path, max_age=1)
