@@ -24,6 +24,17 @@ log = structlog.get_logger(__name__)
 MIGRATION_LOCK_KEY = 0x6C61_7374_0001  # "last" + 1
 EXPIRY_LOCK_KEY = 0x6C61_7374_0002
 
+# What a lost, refused or killed database connection raises. InternalClientError: asyncpg's
+# "cannot switch to state …" when a session is terminated (pg_terminate_backend) mid-statement
+# and the connection goes back to the pool. Anything else is a bug and propagates.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 UPSERT_SQL = """

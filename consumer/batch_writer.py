@@ -15,22 +15,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, TypeVar
 
-import asyncpg
 import structlog
 
-from common.db import Executor, merge_observations, upsert_last_seen
+from common.db import DATABASE_ERRORS, Executor, merge_observations, upsert_last_seen
 
 log = structlog.get_logger(__name__)
 
 O = TypeVar("O")  # noqa: E741 - the owner of a row
-
-# What a lost or refused database connection raises; anything else is a bug and propagates.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
-)
 
 
 class Batch(Generic[O]):

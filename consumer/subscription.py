@@ -21,6 +21,10 @@ from consumer.worker import AMQP_ERRORS, Worker
 
 log = structlog.get_logger(__name__)
 
+# aio-pika raises RuntimeError("Connection was not opened") for a channel asked for while the
+# robust connection is reconnecting.
+RECONNECTING_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
+
 ASSUMED_IDS_PER_MESSAGE = 100
 # Messages stay unacked until their slowest id answers (and commits), while their other ids no
 # longer occupy a lookup: keep more ids at hand than can be in flight.
@@ -130,11 +134,13 @@ class Subscription:
                 if time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + interval
                     await self._watch(interval)
-            except AMQP_ERRORS as error:
+            except RECONNECTING_ERRORS as error:
                 # The broker is away: the robust connection restores the subscription itself.
                 log.warning("supervise_failed", error=repr(error))
 
     async def _watch(self, interval: float) -> None:
+        if not self._connection.connected.is_set():
+            return  # reconnecting: the robust connection restores the subscription itself
         worker = self._worker
         idle = time.monotonic() - worker.last_delivery_at
         if not looks_stuck(idle, interval, worker.paused, len(worker.in_process), self.prefetch):

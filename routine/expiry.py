@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from common.db import EXPIRY_LOCK_KEY, expire_stale
+from common.db import DATABASE_ERRORS, EXPIRY_LOCK_KEY, expire_stale
 from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
 
@@ -47,11 +47,6 @@ def next_delay(interval: float, failures: int, max_backoff: float) -> float:
         return interval
     backoff: float = interval * 2.0 ** (failures - 1)
     return min(max_backoff, max(interval, backoff))
-
-
-# What a database outage looks like to asyncpg: the server going away, refusing connections,
-# or a statement that cannot finish.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 async def run_routine(

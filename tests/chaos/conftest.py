@@ -1,0 +1,172 @@
+"""One suite for every chaos scenario: started once, brought back to a steady state before each.
+
+The broker is a RabbitMQ node of the run's own (so a scenario may restart it), the database one of
+the run's own (so ``pg_terminate_backend`` hits only the suite's sessions); services reach both
+through TCP proxies that a scenario can cut or black-hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+
+from common.amqp import RETRY_TIERS_MS, Topology
+from tests.conftest import RUN_ID, _admin, _with_database, amqp_uri_via, postgres_env
+from tests.support.proxy import TcpProxy
+from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.services import Endpoints
+from tests.support.suite import Suite
+from tests.support.waiting import eventually
+
+from .harness import RESULTS_PATH, ChaosSuite, now, write_results
+
+LOGS_PATH = RESULTS_PATH.parent / "chaos-logs"
+
+# Sustained load: 10 callbacks/s of 0..100 ids from 0..999, status answers in 5-60 ms. Retries
+# short enough to finish inside a scenario; TTL long so that expiry never confuses the audit.
+KNOBS = {
+    "TESTER_INTERVAL": "100ms",
+    "TESTER_DELAY_MIN": "5ms",
+    "TESTER_DELAY_MAX": "60ms",
+    "TESTER_ID_RANGE": "1000",
+    "TESTER_MAX_IDS": "100",
+    "TESTER_LEDGER_SIZE": "100000",
+    "OBJECT_TTL": "1h",
+    "ROUTINE_INTERVAL": "500ms",
+    "ROUTINE_MAX_BACKOFF": "2s",
+    "STATUS_TIMEOUT": "1s",
+    "RETRY_BASE_DELAY": "250ms",
+    "RETRY_MAX_DELAY": "2s",
+    # 30 % faulty answers: 30 attempts leave 0.3^30 ≈ 2e-16 of an id to the dead letters.
+    "MAX_ATTEMPTS": "30",
+    "RELAY_PUBLISH_TIMEOUT": "1s",
+    "BROKER_MAX_BACKOFF": "1s",
+    "SHUTDOWN_GRACE": "5s",
+    "WATCHDOG_INTERVAL": "5s",
+    "STARTUP_TIMEOUT": "30s",
+    "LOG_LEVEL": "info",
+}
+TESTER_CALM = {"error_rate": 0, "hang_rate": 0, "garbage_rate": 0, "paused": False}
+
+
+def _host_port(uri: str) -> tuple[str, int]:
+    parts = urlsplit(uri)
+    return parts.hostname or "127.0.0.1", parts.port or 5672
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="package")
+def chaos_suite(endpoints: Endpoints) -> Iterator[ChaosSuite]:
+    # Not pytest's tmp_path: its parents are 0700, and the private node runs as user rabbitmq.
+    started_at = now()
+    base = Path(tempfile.mkdtemp(prefix="lastseen-chaos-"))
+    base.chmod(0o755)
+    node = PrivateRabbitNode(base / "rabbit") if PrivateRabbitNode.available() is None else None
+    database = f"lastseen_chaos_{RUN_ID}_{uuid.uuid4().hex[:4]}"
+    queue = f"lastseen_chaos_{RUN_ID}"
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, base, ignore_errors=True)
+        # The services' logs outlive the run, for whoever has to explain a failed scenario.
+        cleanup.callback(_keep_logs, base / "suite")
+        if node is not None:
+            cleanup.callback(node.stop)
+            node.start()
+            amqp_uri = node.amqp_uri
+        else:
+            amqp_uri = endpoints.amqp_uri
+            cleanup.callback(_delete_queues, amqp_uri, queue)
+        _admin(endpoints, f'CREATE DATABASE "{database}"')
+        cleanup.callback(_admin, endpoints, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        database_url = _with_database(endpoints.database_url, database)
+        broker_proxy = TcpProxy(*_host_port(amqp_uri)).start()
+        cleanup.callback(broker_proxy.stop)
+        db_proxy = TcpProxy(*endpoints.database_host_port).start()
+        cleanup.callback(db_proxy.stop)
+        env = {
+            "AMQP_URI": amqp_uri_via(amqp_uri, broker_proxy),
+            "QUEUE_NAME": queue,
+            **postgres_env(database_url),
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(db_proxy.port),
+            **KNOBS,
+        }
+        suite = Suite.create(env, base / "suite")
+        cleanup.callback(suite.stop_all)
+        suite.start_all()
+        chaos = ChaosSuite(
+            suite,
+            broker_proxy,
+            db_proxy,
+            node,
+            database_url,
+            database,
+            KNOBS,
+            started_at=started_at,
+        )
+        yield chaos
+        if chaos.results:
+            write_results(chaos)
+
+
+def _keep_logs(workdir: Path) -> None:
+    kept = LOGS_PATH
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, kept / log.name)
+
+
+def _delete_queues(amqp_uri: str, queue: str) -> None:
+    async def delete() -> None:
+        connection = await aio_pika.connect(amqp_uri)
+        try:
+            channel = await connection.channel()
+            topology = Topology(queue)
+            for name in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
+                await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+
+
+@pytest.fixture
+async def chaos(chaos_suite: ChaosSuite) -> AsyncIterator[ChaosSuite]:
+    """The shared suite in a steady state: every fault lifted, every service running."""
+    await steady(chaos_suite)
+    yield chaos_suite
+
+
+async def steady(chaos: ChaosSuite) -> None:
+    """Undo what a failed scenario may have left behind, then wait for callbacks to flow."""
+    chaos.broker_proxy.restore()
+    chaos.db_proxy.restore()
+    if chaos.node is not None and not _answers(chaos.node.port):
+        chaos.node.start()
+    suite = chaos.suite
+    for name, process in list(suite.processes.items()):
+        if not process.running():
+            suite.restart(name)
+    suite.tester("POST", "/control", json=TESTER_CALM)
+    start = suite.callbacks_sent()
+
+    async def answered_again() -> bool:
+        records = [r for r in chaos.ledger_after(start) if r["ok"]]
+        return len(records) >= 5
+
+    await eventually(answered_again, timeout=30, interval=0.2, what="steady load")

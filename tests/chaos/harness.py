@@ -1,0 +1,327 @@
+"""The suite the chaos scenarios share, and how one scenario is measured.
+
+A scenario marks the tester's ledger, injects its fault while the tester keeps sending, marks the
+end of the fault, then :meth:`Scenario.settle` measures how long until every online id of every
+callback sent before the fault ended is stored (the backlog is gone), and audits the whole window.
+Results accumulate in ``var/chaos-results.json`` for ``python -m tests.chaos.report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.support.processes import PROJECT_ROOT
+from tests.support.proxy import TcpProxy
+from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.suite import Audit, Suite, audit
+from tests.support.waiting import eventually
+
+RESULTS_PATH = PROJECT_ROOT / "var" / "chaos-results.json"
+CALLBACK_TIMEOUT_S = 1.0  # the tester's client timeout: the producer must answer within it
+SETTLED_LOAD_S = 2.0  # the window goes on this long after the fault, to see steady service again
+AUDIT_APPLICATION = "lastseen-chaos-audit"  # pg_terminate_backend spares the audit's session
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of wall-clock time (the tester's ledger speaks wall-clock UTC)."""
+
+    start: datetime
+    end: datetime
+
+    def holds_send(self, sent_at: datetime) -> bool:
+        """Whether a callback sent at ``sent_at`` could still be in flight within the window."""
+        earliest = self.start.timestamp() - CALLBACK_TIMEOUT_S
+        return earliest <= sent_at.timestamp() and sent_at <= self.end
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    fault: str
+    fault_s: float
+    callbacks: int
+    answered_in_time: int
+    refused_while_down: int
+    slowest_ok_ms: float
+    ids_sent: int
+    online_ids_checked: int
+    lost: list[int]
+    offline_stored: list[int]
+    recovery_s: float | None
+    elapsed_s: float
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)
+    notes: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.lost
+            and not self.offline_stored
+            and not self.failures
+            and not self.tracebacks
+            and self.recovery_s is not None
+            and self.answered_in_time + self.refused_while_down == self.callbacks
+        )
+
+    def describe(self) -> str:
+        return json.dumps(self.as_json(), indent=1, default=str)[:4000]
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        data["failures"] = self.failures[:10]
+        return data
+
+
+@dataclass
+class ChaosSuite:
+    """The suite of real processes, wired through proxies that a scenario can cut or stall."""
+
+    suite: Suite
+    broker_proxy: TcpProxy
+    db_proxy: TcpProxy
+    node: PrivateRabbitNode | None
+    database_url: str  # direct, not through the proxy: the audit must see through every fault
+    database_name: str
+    knobs: Mapping[str, str]
+    results: list[ScenarioResult] = field(default_factory=list)
+    started_at: datetime = field(default_factory=now)
+
+    async def stored(self) -> dict[int, datetime]:
+        connection = await asyncpg.connect(
+            self.database_url, server_settings={"application_name": AUDIT_APPLICATION}
+        )
+        try:
+            return dict(await connection.fetch("SELECT id, last_seen FROM object"))
+        finally:
+            await connection.close()
+
+    async def terminate_sessions(self) -> int:
+        """``pg_terminate_backend`` every session of the suite's database but the audit's."""
+        connection = await asyncpg.connect(
+            self.database_url, server_settings={"application_name": AUDIT_APPLICATION}
+        )
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()"
+                    " AND application_name <> $2",
+                    self.database_name,
+                    AUDIT_APPLICATION,
+                )
+            )
+        finally:
+            await connection.close()
+
+    def ledger_after(self, seq: int) -> list[dict[str, Any]]:
+        return list(self.suite.tester("GET", f"/ledger?after={seq}")["records"])
+
+    def producer_ready(self) -> dict[str, Any]:
+        return httpx.get(f"{self.suite.producer_url}/ready", timeout=2).json()  # type: ignore[no-any-return]
+
+    async def begin(self, name: str, fault: str) -> Scenario:
+        """Start a scenario once callbacks are flowing and being answered."""
+        start_seq = self.suite.callbacks_sent()
+
+        async def flowing() -> bool:
+            return sum(bool(r["ok"]) for r in self.ledger_after(start_seq)) >= 3
+
+        await eventually(flowing, timeout=15, interval=0.1, what="callbacks flowing")
+        return Scenario(self, name, fault, self.suite.callbacks_sent())
+
+    def log_files(self) -> list[Path]:
+        """Every service log of the suite, those of killed and replaced processes included."""
+        return sorted(self.suite.workdir.glob("*.log"))
+
+    def record(self, result: ScenarioResult) -> None:
+        self.results = [r for r in self.results if r.name != result.name] + [result]
+        write_results(self)
+
+
+class Scenario:
+    def __init__(self, chaos: ChaosSuite, name: str, fault: str, start_seq: int) -> None:
+        self.chaos = chaos
+        self.name = name
+        self.fault = fault
+        self.start_seq = start_seq
+        self.producer_down: list[Window] = []
+        self._fault_began: tuple[datetime, float] | None = None
+        self._fault_ended: tuple[datetime, float] | None = None
+        self._began = time.monotonic()
+        self._log_offsets = {path: path.stat().st_size for path in chaos.log_files()}
+
+    def new_output(self, prefix: str) -> str:
+        """What the processes whose log name starts with ``prefix`` wrote since the start."""
+        return "".join(
+            _read_from(path, self._log_offsets.get(path, 0))
+            for path in self.chaos.log_files()
+            if path.name.startswith(prefix)
+        )
+
+    def crashed(self) -> list[str]:
+        """Log files of the suite with a traceback written since the scenario began."""
+        return [
+            path.name
+            for path in self.chaos.log_files()
+            if "Traceback" in _read_from(path, self._log_offsets.get(path, 0))
+        ]
+
+    def fault_begins(self) -> None:
+        self._fault_began = (now(), time.monotonic())
+
+    def fault_ends(self) -> None:
+        self._fault_ended = (now(), time.monotonic())
+
+    def producer_was_down(self, start: datetime, end: datetime) -> None:
+        """No producer process listened from ``start`` to ``end``: callbacks sent then may be
+        refused (a single replica; the tester records the failure and no 2xx was promised)."""
+        self.producer_down.append(Window(start, end))
+
+    async def settle(self, *, timeout: float = 45.0, notes: str = "") -> ScenarioResult:
+        """Wait for the backlog of the fault to be stored; audit the scenario's whole window."""
+        assert self._fault_began is not None and self._fault_ended is not None
+        ended_at, ended_mono = self._fault_ended
+        deadline = time.monotonic() + timeout
+        recovery: float | None = None
+        while True:
+            records = self.chaos.ledger_after(self.start_seq)
+            # The tester sends one callback at a time: once one sent after the fault is in the
+            # ledger, every one sent before it is there too.
+            if any(_sent_at(r) > ended_at for r in records):
+                before = [r for r in records if _sent_at(r) <= ended_at]
+                found = audit(before, await self.chaos.stored())
+                if not found.online_missing and not found.offline_stored:
+                    recovery = time.monotonic() - ended_mono
+                    break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        # Callbacks accepted while the backlog drained, and for a while after, count too.
+        await asyncio.sleep(max(0.0, ended_mono + SETTLED_LOAD_S - time.monotonic()))
+        window = self.chaos.ledger_after(self.start_seq)
+        final = audit(window, await self.chaos.stored())
+        while final.online_missing and time.monotonic() < deadline + 15:
+            await asyncio.sleep(0.2)
+            final = audit(window, await self.chaos.stored())
+        result = self._result(window, final, recovery, notes)
+        self.chaos.record(result)
+        return result
+
+    def _result(
+        self,
+        records: list[dict[str, Any]],
+        found: Audit,
+        recovery: float | None,
+        notes: str,
+    ) -> ScenarioResult:
+        assert self._fault_began is not None and self._fault_ended is not None
+        in_time = refused = 0
+        failures = []
+        for record in records:
+            if record["ok"] and record["latency_ms"] <= CALLBACK_TIMEOUT_S * 1000:
+                in_time += 1
+            elif record["status"] is None and any(
+                window.holds_send(_sent_at(record)) for window in self.producer_down
+            ):
+                refused += 1
+            else:
+                failures.append(record)
+        return ScenarioResult(
+            name=self.name,
+            fault=self.fault,
+            fault_s=round(self._fault_ended[1] - self._fault_began[1], 1),
+            callbacks=len(records),
+            answered_in_time=in_time,
+            refused_while_down=refused,
+            slowest_ok_ms=max((r["latency_ms"] for r in records if r["ok"]), default=0.0),
+            ids_sent=sum(len(r["object_ids"]) for r in records if r["ok"]),
+            online_ids_checked=found.online_expected,
+            lost=found.online_missing,
+            offline_stored=found.offline_stored,
+            recovery_s=None if recovery is None else round(recovery, 1),
+            elapsed_s=round(time.monotonic() - self._began, 1),
+            failures=failures,
+            tracebacks=self.crashed(),
+            notes=notes,
+        )
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def _sent_at(record: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["sent_at"])
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _commit() -> str:
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return ""
+    return found.stdout.strip()
+
+
+def write_results(chaos: ChaosSuite, path: Path = RESULTS_PATH) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "command": "./scripts/test -m chaos tests/chaos",
+        "started_at": chaos.started_at.isoformat(timespec="seconds"),
+        "finished_at": now().isoformat(timespec="seconds"),
+        "elapsed_s": round((now() - chaos.started_at).total_seconds(), 1),
+        "commit": _commit(),
+        "machine": machine(),
+        "broker": "private RabbitMQ node" if chaos.node else "shared RabbitMQ",
+        "settings": dict(chaos.knobs),
+        "scenarios": [result.as_json() for result in chaos.results],
+    }
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    temporary.replace(path)
