@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
+import hypothesis
 import pytest
 
 from common import db as dbmod
@@ -22,6 +23,12 @@ from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
 
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+# CI explores the same examples every run, so a red run is reproducible and never a coin toss;
+# local runs keep searching new ones (and remember failures in .hypothesis/).
+hypothesis.settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

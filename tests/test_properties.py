@@ -35,6 +35,10 @@ json_values = st.recursive(
 
 def _expected_ids(value: object) -> list[int] | None:
     """The oracle: what a valid body carries, or None for one that must be refused."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return None  # NaN or Infinity anywhere, even in an ignored key: not JSON
     if not isinstance(value, dict) or not isinstance(value.get("object_ids"), list):
         return None
     ids: list[int] = value["object_ids"]
