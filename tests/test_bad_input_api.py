@@ -25,9 +25,9 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from common.messages import decode_message
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.services import Endpoints
-from tests.support.suite import free_port
 
 pytestmark = pytest.mark.integration
 

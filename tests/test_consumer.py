@@ -28,8 +28,8 @@ from tests.support.consumer_status import (
     wait_for,
     wait_for_empty,
 )
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, run_module
-from tests.support.suite import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration

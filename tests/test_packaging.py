@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.processes import PROJECT_ROOT, ServiceProcess
-from tests.support.suite import READY_EVENTS, free_port
+from tests.support.suite import READY_EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ import pytest
 
 from common.messages import decode_message
 from tests.conftest import amqp_uri_via
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, run_module
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
@@ -26,12 +27,6 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.integration
 
 Spawn = Callable[..., ServiceProcess]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def producer_env(

@@ -13,9 +13,9 @@ import pytest
 from common.db import EXPIRY_LOCK_KEY
 from routine.expiry import expire_once, next_delay
 from tests.conftest import postgres_env
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
-from tests.support.suite import free_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration

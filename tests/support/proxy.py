@@ -15,6 +15,8 @@ import struct
 import threading
 from typing import Literal
 
+from tests.support.ports import free_port
+
 Mode = Literal["forward", "cut", "blackhole"]
 
 
@@ -22,7 +24,7 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.mode: Mode = "forward"
-        self.port = _free_port()
+        self.port = free_port()
         self.connections_made = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -135,9 +137,3 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

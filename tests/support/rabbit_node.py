@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.suite import free_port
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.ports import free_port
 from tests.support.processes import PROJECT_ROOT, ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -49,12 +49,6 @@ def procfile_entries(path: Path = PROCFILE) -> list[ProcfileEntry]:
 
 def expand(value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], value)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
