@@ -43,6 +43,19 @@ AMQP_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+# aiormq rejects every pending future with CancelledError when it gives up on a stuck
+# connection (a missed heartbeat): for a publish or an ack that is a broker failure, not a
+# cancellation of the task awaiting it.
+HAND_OFF_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, asyncio.CancelledError)
+
+
+def _from_broker(error: BaseException) -> bool:
+    """False for a real cancellation of the current task (shutdown), which must propagate."""
+    if not isinstance(error, asyncio.CancelledError):
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
 
 Message = AbstractIncomingMessage
 Publish = Callable[[aio_pika.Message, str], Awaitable[None]]
@@ -191,7 +204,9 @@ class Worker:
         try:
             await delivery.token.ack()
             self.stats["acked"] += 1
-        except AMQP_ERRORS as error:
+        except HAND_OFF_ERRORS as error:
+            if not _from_broker(error):
+                raise
             # The channel it came on is gone (reconnect): the broker redelivers it, and the
             # redelivery is harmless (upserts only move forward).
             log.warning(
@@ -232,7 +247,9 @@ class Worker:
                     delay_ms=plan.expiration_ms,
                     reason=summarize(failures),
                 )
-        except AMQP_ERRORS as error:
+        except HAND_OFF_ERRORS as error:
+            if not _from_broker(error):
+                raise
             # Not handed off, so not settled: give the message back whole. Its ids are looked up
             # again (the quorum queue's delivery limit stops a message that always fails here).
             log.warning("hand_off_failed", callback_id=work.callback_id, error=repr(error))
@@ -261,7 +278,9 @@ class Worker:
                 await message.ack()
             else:
                 await message.nack(requeue=requeue)
-        except AMQP_ERRORS as error:
+        except HAND_OFF_ERRORS as error:
+            if not _from_broker(error):
+                raise
             log.warning("settle_failed", error=repr(error), outcome="will be redelivered")
 
     # --- shutdown ----------------------------------------------------------------------------
@@ -270,11 +289,15 @@ class Worker:
         """Finish what was received by ``deadline`` (monotonic): lookups answer, failures are
         handed off, rows are flushed and messages acked. What is unfinished then stays unacked
         and returns to the queue when the connection closes."""
-        # Messages not yet started go straight back to the queue, for another consumer.
-        for delivery in [d for d in self._waiting if d.next_index == 0]:
-            self._waiting.remove(delivery)
+        # Messages not yet started go straight back to the queue, for another consumer. They
+        # leave the waiting line before the first await: while a nack is written, a finishing
+        # lookup pumps the line and would otherwise start (or pop) one of them.
+        idle = [d for d in self._waiting if d.next_index == 0]
+        self._waiting = deque(d for d in self._waiting if d.next_index)
+        for delivery in idle:
             delivery.finished = True
             self._forget(delivery)
+        for delivery in idle:
             await self._settle_token(delivery.token, requeue=True)
         remaining = deadline - time.monotonic()
         if self.in_process and remaining > 0:

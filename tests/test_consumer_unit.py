@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -27,6 +29,7 @@ from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
 from consumer.status_client import StatusFailure, parse_status
 from consumer.subscription import looks_stuck, needs_resize, prefetch_for
+from consumer.worker import Worker
 
 pytestmark = pytest.mark.unit
 
@@ -283,3 +286,63 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
 def test_every_setting_is_described() -> None:
     for name, field in ConsumerSettings.model_fields.items():
         assert field.description, name
+
+
+class _FakeDelivery:
+    """An AMQP delivery whose nack yields to the loop, as writing the frame does."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.body = IdsMessage("cb", datetime.now(UTC), ids).encode()
+        self.message_id = "m"
+        self.acked = self.nacked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def nack(self, requeue: bool = True) -> None:
+        await asyncio.sleep(0.01)  # the frame's drain: other tasks run meanwhile
+        self.nacked = True
+
+
+class _AllOffline:
+    async def online(self, object_id: int) -> bool:
+        await asyncio.sleep(0.005)
+        return False
+
+
+class _NoRows:
+    def add(self, *_: object) -> None:
+        raise AssertionError("offline ids are never written")
+
+
+async def test_drain_returns_unstarted_messages_even_while_lookups_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a lookup finishing during a nack used to start a message drain was about to
+    return, and drain died with ValueError instead of finishing the shutdown."""
+    for name, value in {
+        "AMQP_URI": "amqp://u:p@localhost:5672/",
+        "QUEUE_NAME": "q",
+        "POSTGRES_HOST": "db",
+        "POSTGRES_DB": "d",
+        "POSTGRES_USER": "u",
+        "TESTER_ENDPOINT": "http://tester:9010",
+        "MAX_CONSUMERS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = ConsumerSettings(_env_file=None)  # type: ignore[call-arg]
+
+    async def publish(message: object, routing_key: str) -> None:
+        raise AssertionError("nothing fails, so nothing is retried")
+
+    worker = Worker(settings, _AllOffline(), publish)  # type: ignore[arg-type]
+    worker.attach(_NoRows())  # type: ignore[arg-type]
+    deliveries = [_FakeDelivery(ids) for ids in ([1, 2], [3], [4], [5])]
+    for delivery in deliveries:
+        await worker.on_message(delivery)  # type: ignore[arg-type]
+
+    await worker.drain(time.monotonic() + 5)
+    await worker.wait_side_tasks(time.monotonic() + 5)
+
+    assert deliveries[0].acked and not deliveries[0].nacked, "the started message finishes"
+    assert all(d.nacked and not d.acked for d in deliveries[1:]), "the others go back"
