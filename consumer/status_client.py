@@ -168,9 +168,10 @@ class StatusClient:
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
-            self._expired.discard(task)
             task.uncancel()
             raise StatusFailure("timeout") from None
+        finally:
+            self._expired.discard(task)
 
     async def _ask(self, object_id: int) -> bool:
         connector = self._connector

@@ -45,6 +45,8 @@ def needs_resize(current: int, target: int) -> bool:
 
 
 WATCHDOG_TIMEOUT = 10.0
+# Cancelling the subscription at shutdown comes out of SHUTDOWN_GRACE: keep it short.
+CANCEL_TIMEOUT = 2.0
 
 
 def looks_stuck(idle: float, interval: float, paused: bool, unacked: int, prefetch: int) -> bool:
@@ -87,8 +89,10 @@ class Subscription:
         if self._tag is None or self._queue is None:
             return
         tag, self._tag = self._tag, None
+        if not self._connection.connected.is_set():
+            return  # nothing is delivered on a broken connection; waiting would eat the grace
         try:
-            async with asyncio.timeout(WATCHDOG_TIMEOUT):
+            async with asyncio.timeout(CANCEL_TIMEOUT):
                 await self._queue.cancel(tag)
         except AMQP_ERRORS as error:
             log.warning("unsubscribe_failed", error=repr(error))
