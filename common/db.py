@@ -16,7 +16,7 @@ from typing import TypeAlias
 import asyncpg
 import structlog
 
-from common.retrying import retry_connect
+from common.retrying import DependencyUnavailable, retry_connect
 
 log = structlog.get_logger(__name__)
 
@@ -80,18 +80,28 @@ async def create_pool(
             command_timeout=60,
         )
 
-    return await retry_connect(
-        "postgresql",
-        attempt,
-        deadline=deadline,
-        retry_on=(
-            OSError,
-            ConnectionError,
-            TimeoutError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.TooManyConnectionsError,
-        ),
-    )
+    try:
+        return await retry_connect(
+            "postgresql",
+            attempt,
+            deadline=deadline,
+            retry_on=(
+                OSError,
+                ConnectionError,
+                TimeoutError,
+                asyncpg.CannotConnectNowError,
+                asyncpg.TooManyConnectionsError,
+            ),
+        )
+    except (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        asyncpg.InvalidCatalogNameError,
+    ) as error:
+        # Retrying a wrong password or a missing database helps no one: say which setting.
+        raise DependencyUnavailable(
+            f"postgresql refused the connection: {error} "
+            "(check POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB)"
+        ) from error
 
 
 def migrations() -> list[tuple[int, str, str]]:

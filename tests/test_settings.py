@@ -74,3 +74,15 @@ def test_bad_configuration_stops_with_one_clean_line(
     assert variable in lines[0]
     assert expectation in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_a_database_that_refuses_the_login_stops_with_one_line(tmp_path: Path) -> None:
+    """A missing database (or a wrong password) is not worth retrying: exit 1 naming the
+    settings to check, no traceback."""
+    env = {**BASE_ENV, "POSTGRES_DB": "lastseen_no_such_database", "STARTUP_TIMEOUT": "30s"}
+    result = run_module("routine", env, tmp_path, timeout=20)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if "dependency_unavailable" in line]
+    assert len(errors) == 1 and "POSTGRES_DB" in errors[0], result.stdout
