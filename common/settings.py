@@ -44,7 +44,9 @@ class ServiceSettings(BaseSettings):
         None, description="json or console; unset: console on a terminal, json otherwise"
     )
     startup_timeout: Duration = Field(
-        120.0, description="how long to retry the broker/database at start before exiting 1"
+        120.0,
+        description="consumer and routine: how long to retry the broker/database at start "
+        "before exiting 1 (the producer spools instead; the tester needs neither)",
     )
 
 

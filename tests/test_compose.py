@@ -42,11 +42,20 @@ def test_the_suite_has_its_services_and_ports() -> None:
     consumers = app_services("consumer")
     replicas = sum(SERVICES[name].get("deploy", {}).get("replicas", 1) for name in consumers)
     assert replicas >= 2, "two consumers, as the original"
-    ports = {name: set(spec.get("ports", [])) for name, spec in SERVICES.items()}
+    ports = {
+        name: {_resolved(port) for port in spec.get("ports", [])} for name, spec in SERVICES.items()
+    }
     assert {"5672:5672", "15672:15672"} <= ports["rabbitmq"]
     assert "5432:5432" in ports["db"]
     assert "9090:9090" in ports[app_services("producer")[0]]
     assert "9010:9010" in ports[app_services("tester")[0]]
+
+
+def _resolved(port: str) -> str:
+    """A port mapping as .env resolves it (``${VAR:-default}`` takes .env's value)."""
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: DOTENV.get(m.group(1)) or m.group(2) or "", port
+    )
 
 
 def test_broker_and_database_images_and_health_checks() -> None:
