@@ -2,14 +2,18 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-# Dependencies first, pinned by constraints.txt, so code changes reuse this layer.
-COPY pyproject.toml constraints.txt README.md ./
+# Dependencies first, pinned by constraints.txt, in a layer that only pyproject.toml and
+# constraints.txt invalidate: a code change rebuilds just the project's own wheel.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt -r requirements.txt
+COPY README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY consumer ./consumer
 COPY routine ./routine
 COPY tester ./tester
-RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -30,7 +30,8 @@ class ProcfileEntry:
 
 
 def procfile_entries(path: Path = PROCFILE) -> list[ProcfileEntry]:
-    """``name: [VAR=value ...] python -m module`` lines; ``${VAR}`` left for :func:`expand`."""
+    """``name: [VAR=value ...] [exec] python -m module`` lines; ``${VAR}`` left for
+    :func:`expand`."""
     entries = []
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -41,6 +42,8 @@ def procfile_entries(path: Path = PROCFILE) -> list[ProcfileEntry]:
         while words and re.fullmatch(r"\w+=.*", words[0]):
             key, value = words.pop(0).split("=", 1)
             env[key] = value
+        if words[:1] == ["exec"]:
+            words.pop(0)
         if words[:2] != ["python", "-m"] or len(words) != 3:
             raise ValueError(f"unexpected Procfile command for {name}: {command}")
         entries.append(ProcfileEntry(name.strip(), words[2], env))
