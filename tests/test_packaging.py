@@ -47,25 +47,13 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-class InstalledService(ServiceProcess):
+def installed_service(
+    venv: Path, module: str, env: dict[str, str], workdir: Path
+) -> ServiceProcess:
     """A service run by the fresh venv's interpreter, with no path into the source tree."""
-
-    def __init__(self, venv: Path, module: str, env: dict[str, str], workdir: Path) -> None:
-        super().__init__(module, env, workdir)
-        self.env.pop("PYTHONPATH")
-        self.python = str(venv / "bin/python")
-
-    def start(self) -> "InstalledService":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [self.python, "-m", self.module],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
+    service = ServiceProcess(module, env, workdir, python=str(venv / "bin/python"))
+    service.env.pop("PYTHONPATH")
+    return service.start()
 
 
 def test_the_installed_wheel_runs_every_service(
@@ -90,10 +78,10 @@ def test_the_installed_wheel_runs_every_service(
         "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "TESTER_INTERVAL": "1h",
     }
-    started: list[InstalledService] = []
+    started: list[ServiceProcess] = []
     try:
         for module in ("producer", "tester", "consumer", "routine"):
-            started.append(InstalledService(installed_venv, module, env, tmp_path / module).start())
+            started.append(installed_service(installed_venv, module, env, tmp_path / module))
         by_module = {service.module: service for service in started}
         for module, port in (("producer", producer_port), ("tester", tester_port)):
             by_module[module].wait_ready(lambda p=port: _healthy(p), timeout=30)

@@ -61,6 +61,18 @@ def wait_broker_connected(process: ServiceProcess, port: int) -> None:
     process.wait_ready(lambda: (ready_state(port) or {}).get("broker") == "connected")
 
 
+def start_connected(
+    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path
+) -> tuple[ServiceProcess, int]:
+    """A producer on a free port, straight to the broker, once it reports the broker connected."""
+    port = free_port()
+    process = spawn(
+        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
+    )
+    wait_broker_connected(process, port)
+    return process, port
+
+
 async def queued_ids(connection: aio_pika.abc.AbstractConnection, queue: str) -> list[int]:
     channel = await connection.channel()
     try:
@@ -179,11 +191,7 @@ async def test_200_concurrent_callbacks_of_200_ids(
     queue_name: str,
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    process = spawn(
-        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
-    )
-    wait_broker_connected(process, port)
+    _, port = start_connected(spawn, endpoints, queue_name, tmp_path)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10
@@ -207,11 +215,7 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     queue_name: str,
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    process = spawn(
-        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
-    )
-    wait_broker_connected(process, port)
+    process, port = start_connected(spawn, endpoints, queue_name, tmp_path)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b'{"object_ids": [7, 8, 9]}'
     writer.write(
@@ -280,11 +284,7 @@ def test_a_kept_alive_connection_outlives_the_testers_interval(
 ) -> None:
     """The tester posts every 5 s on one kept-alive connection; a server that closes idle
     connections after 5 s races it and the callback fails with a read error."""
-    port = free_port()
-    producer = spawn(
-        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
-    )
-    wait_broker_connected(producer, port)
+    _, port = start_connected(spawn, endpoints, queue_name, tmp_path)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         statuses = []

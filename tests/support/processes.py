@@ -23,9 +23,15 @@ class ServiceProcess:
     """
 
     def __init__(
-        self, module: str, env: Mapping[str, str], workdir: Path, args: tuple[str, ...] = ()
+        self,
+        module: str,
+        env: Mapping[str, str],
+        workdir: Path,
+        args: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> None:
         self.module = module
+        self.python = python
         self.args = args
         self.workdir = workdir
         self.env = {
@@ -42,7 +48,7 @@ class ServiceProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
+                [self.python, "-m", self.module, *self.args],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=log,
