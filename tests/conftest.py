@@ -3,13 +3,10 @@ outages, and services started as real processes."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -18,11 +15,10 @@ import pytest
 
 from common import db as dbmod
 from common.amqp import RETRY_TIERS_MS, Topology
+from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
-
-RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 # CI explores the same examples every run, so a red run is reproducible and never a coin toss;
 # local runs keep searching new ones (and remember failures in .hypothesis/).
@@ -40,32 +36,13 @@ def endpoints() -> Iterator[Endpoints]:
         pytest.exit(f"test services unavailable: {error}", returncode=4)
 
 
-def _admin(endpoints: Endpoints, statement: str) -> None:
-    """Run one admin statement on its own thread and loop, so sync and async tests can call it."""
-
-    async def execute() -> None:
-        connection = await asyncpg.connect(endpoints.database_url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, execute()).result(timeout=60)
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def database_url(endpoints: Endpoints) -> Iterator[str]:
     """A database of this test run's own, dropped at the end."""
     name = f"lastseen_test_{RUN_ID}"
-    _admin(endpoints, f'CREATE DATABASE "{name}"')
-    yield _with_database(endpoints.database_url, name)
-    _admin(endpoints, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin(endpoints.database_url, f'CREATE DATABASE "{name}"')
+    yield with_database(endpoints.database_url, name)
+    admin(endpoints.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -75,13 +52,13 @@ def make_database(endpoints: Endpoints) -> Iterator[Callable[[], str]]:
 
     def make() -> str:
         name = f"lastseen_test_{RUN_ID}_{len(created)}_{uuid.uuid4().hex[:4]}"
-        _admin(endpoints, f'CREATE DATABASE "{name}"')
+        admin(endpoints.database_url, f'CREATE DATABASE "{name}"')
         created.append(name)
-        return _with_database(endpoints.database_url, name)
+        return with_database(endpoints.database_url, name)
 
     yield make
     for name in created:
-        _admin(endpoints, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin(endpoints.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -94,18 +71,6 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
-
-
-def postgres_env(url: str) -> dict[str, str]:
-    """``POSTGRES_*`` variables for a service, from a URL."""
-    parts = urlsplit(url)
-    return {
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_DB": parts.path.lstrip("/"),
-        "POSTGRES_USER": parts.username or "postgres",
-        "POSTGRES_PASSWORD": parts.password or "",
-    }
 
 
 @pytest.fixture
@@ -174,7 +139,19 @@ def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
         proxy.stop()
 
 
-def amqp_uri_via(uri: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(uri)
-    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}"))
+TIERS = ("unit", "integration", "e2e", "chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test carries exactly the tier marker of the folder it lives in (tests/<tier>/...)."""
+    tests_root = Path(__file__).parent
+    wrong = []
+    for item in items:
+        folder = item.path.relative_to(tests_root).parts[0]
+        marked = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        if folder not in TIERS or marked != {folder}:
+            wrong.append(f"{item.nodeid}: in tests/{folder}/, marked {sorted(marked) or 'none'}")
+    if wrong:
+        raise pytest.UsageError(
+            "every test needs exactly its folder's tier marker:\n  " + "\n  ".join(wrong)
+        )

@@ -21,7 +21,8 @@ import aio_pika
 import pytest
 
 from common.amqp import RETRY_TIERS_MS, Topology
-from tests.conftest import RUN_ID, _admin, _with_database, amqp_uri_via, postgres_env
+from tests.support.amqp import amqp_uri_via
+from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
 from tests.support.services import Endpoints
@@ -90,9 +91,11 @@ def chaos_suite(endpoints: Endpoints) -> Iterator[ChaosSuite]:
         else:
             amqp_uri = endpoints.amqp_uri
             cleanup.callback(_delete_queues, amqp_uri, queue)
-        _admin(endpoints, f'CREATE DATABASE "{database}"')
-        cleanup.callback(_admin, endpoints, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        database_url = _with_database(endpoints.database_url, database)
+        admin(endpoints.database_url, f'CREATE DATABASE "{database}"')
+        cleanup.callback(
+            admin, endpoints.database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+        )
+        database_url = with_database(endpoints.database_url, database)
         broker_proxy = TcpProxy(*_host_port(amqp_uri)).start()
         cleanup.callback(broker_proxy.stop)
         db_proxy = TcpProxy(*endpoints.database_host_port).start()

@@ -15,7 +15,7 @@ from common.amqp import declare_topology
 from common.db import migrate
 from consumer.batch_writer import BatchWriter
 from routine.expiry import DATABASE_ERRORS as ROUTINE_DATABASE_ERRORS
-from tests.conftest import amqp_uri_via
+from tests.support.amqp import amqp_uri_via
 from tests.support.consumer_status import StatusApi, consumer_env, publish, started, stored
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy

@@ -129,3 +129,7 @@ def run_module(
         timeout=timeout,
         check=False,
     )
+
+
+Spawn = Callable[..., "ServiceProcess"]
+"""The ``spawn`` fixture: start ``python -m <module>`` with an environment (and arguments)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -30,17 +31,18 @@ def wait_until(
 
 
 async def eventually(
-    condition: Callable[[], Awaitable[T]],
+    condition: Callable[[], Awaitable[T] | T],
     *,
     timeout: float,
     interval: float = 0.05,
     what: str = "",
 ) -> T:
-    """Async :func:`wait_until`: await ``condition`` until truthy; return that value."""
+    """Async :func:`wait_until`: call ``condition`` (sync or async) until truthy; return that."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:
-        last = await condition()
+        outcome = condition()
+        last = await outcome if inspect.isawaitable(outcome) else outcome  # type: ignore[assignment]
         if last:
             return last
         if time.monotonic() > deadline:

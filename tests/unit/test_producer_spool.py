@@ -12,22 +12,13 @@ from pathlib import Path
 import pytest
 
 from producer.spool import OutgoingMessage, Spool, SpoolUnavailable
+from tests.support.spool import fill_disk, on_spool_thread
 
 pytestmark = pytest.mark.unit
 
 
 def message(n: int) -> OutgoingMessage:
     return OutgoingMessage(f"cb.{n}", f'{{"n": {n}}}'.encode())
-
-
-async def on_spool_thread(spool: Spool, statement: str) -> list[tuple[object, ...]]:
-    return await spool._run(lambda: spool._live().execute(statement).fetchall())
-
-
-async def fill_disk(spool: Spool) -> None:
-    """Make every further write fail with SQLITE_FULL, as on a full disk."""
-    [(pages,)] = await on_spool_thread(spool, "PRAGMA page_count")
-    await on_spool_thread(spool, f"PRAGMA max_page_count = {pages}")
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ from producer.ingest import Ingest
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.spool import Spool
-from tests.conftest import amqp_uri_via
+from tests.support.amqp import amqp_uri_via
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
+from tests.support.spool import fill_disk
 from tests.support.waiting import eventually
-from tests.test_producer_spool import fill_disk
 
 pytestmark = pytest.mark.integration
 

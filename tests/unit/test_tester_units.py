@@ -33,6 +33,7 @@ from tester.choices import (
 from tester.knobs import InvalidControl, Knobs, apply_control
 from tester.ledger import CallbackRecord, Ledger
 from tester.stats import ObjectStats
+from tests.support.tester import is_valid_answer
 
 pytestmark = pytest.mark.unit
 
@@ -40,21 +41,6 @@ pytestmark = pytest.mark.unit
 def settings(**values: Any) -> tester_settings.TesterSettings:
     values.setdefault("callback_endpoint", "http://127.0.0.1:9")
     return tester_settings.TesterSettings(_env_file=None, **values)
-
-
-def is_valid_answer(body: bytes, object_id: int) -> bool:
-    """What a strict consumer accepts: exactly {"id": <that id>, "online": <bool>}."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return False
-    return (
-        isinstance(parsed, dict)
-        and parsed.keys() == {"id", "online"}
-        and type(parsed["id"]) is int
-        and parsed["id"] == object_id
-        and type(parsed["online"]) is bool
-    )
 
 
 def test_pick_ids_draws_counts_and_ids_as_the_original() -> None:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from common.db import EXPIRY_LOCK_KEY
-from routine.expiry import expire_once, next_delay
-from tests.conftest import postgres_env
+from routine.expiry import expire_once
+from tests.support.database import postgres_env
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
@@ -34,14 +34,6 @@ async def insert_rows(pool: asyncpg.Pool, ids: range, age_seconds: float) -> Non
 
 async def stored_ids(pool: asyncpg.Pool) -> set[int]:
     return {row["id"] for row in await pool.fetch("SELECT id FROM object")}
-
-
-@pytest.mark.unit
-def test_backoff_grows_after_failures_and_is_capped() -> None:
-    assert next_delay(3.0, 0, 30.0) == 3.0
-    assert next_delay(3.0, 1, 30.0) == 3.0
-    assert next_delay(3.0, 3, 30.0) == 12.0
-    assert next_delay(3.0, 10, 30.0) == 30.0
 
 
 async def test_a_replica_skips_while_another_holds_the_lock(db_pool: asyncpg.Pool) -> None:

@@ -18,8 +18,8 @@ from aiohttp import web
 from tester import settings as tester_settings
 from tester import state as tester_state
 from tester.app import make_app, make_runner
+from tests.support.tester import is_valid_answer
 from tests.support.waiting import eventually
-from tests.test_tester_units import is_valid_answer
 
 pytestmark = pytest.mark.unit
 

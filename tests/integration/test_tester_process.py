@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +17,11 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.support.processes import ServiceProcess, run_module
+from tests.support.processes import Spawn, run_module
+from tests.support.tester import log_events, start_tester
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-Spawn = Callable[..., ServiceProcess]
 
 
 @dataclass
@@ -55,26 +54,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     found.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     yield found
     await runner.cleanup()
-
-
-def start_tester(spawn: Spawn, env: Mapping[str, str]) -> tuple[ServiceProcess, str]:
-    """Start ``python -m tester`` on a free port; return it and its base URL."""
-    process = spawn(
-        "tester",
-        {"TESTER_HOST": "127.0.0.1", "TESTER_PORT": "0", "TESTER_SEED": "1", **env},
-    )
-    process.wait_for_log('"tester listening"', timeout=30)
-    return process, f"http://127.0.0.1:{log_events(process, 'tester listening')[0]['port']}"
-
-
-def log_events(process: ServiceProcess, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in process.output().splitlines():
-        if line.startswith("{") and f'"{event}"' in line:
-            entry = json.loads(line)
-            if entry.get("event") == event:
-                found.append(entry)
-    return found
 
 
 async def get_json(url: str) -> Any:

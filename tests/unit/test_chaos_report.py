@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from . import report
+from tests.chaos import report
 
 pytestmark = pytest.mark.unit
 
@@ -87,7 +87,7 @@ def test_reliability_doc_holds_a_generated_table_of_every_scenario() -> None:
     text = report.DOC_PATH.read_text()
     start, end = text.index(report.BEGIN), text.index(report.END)
     table = text[start:end]
-    scenarios = Path(__file__).with_name("test_scenarios.py").read_text()
+    scenarios = (Path(report.__file__).parent / "test_scenarios.py").read_text()
     for row in [line for line in table.splitlines() if line.startswith("| ")][1:]:
         name = row.split(" | ")[0].removeprefix("| ")
         assert f'"{name}"' in scenarios, f"{name!r} in the doc is not a scenario"

@@ -17,7 +17,7 @@ import pytest
 import uvloop
 
 from tests.support.processes import ServiceProcess
-from tests.test_tester_process import start_tester
+from tests.support.tester import start_tester
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from common.amqp import declare_topology
-from tests.conftest import amqp_uri_via
+from tests.support.amqp import amqp_uri_via
 from tests.support.consumer_status import (
     StatusApi,
     consumer_env,

@@ -6,141 +6,31 @@ from __future__ import annotations
 import asyncio
 import http.client
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import httpx
 import pytest
 
-from common.messages import decode_message
-from tests.conftest import amqp_uri_via
+from tests.support.amqp import amqp_uri_via
 from tests.support.ports import free_port
-from tests.support.processes import ServiceProcess, run_module
+from tests.support.processes import Spawn, run_module
+from tests.support.producer import (
+    accepts_connections,
+    collect_until,
+    producer_env,
+    queued_ids,
+    ready_state,
+    start_connected,
+    wait_broker_connected,
+)
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-Spawn = Callable[..., ServiceProcess]
-
-
-def producer_env(
-    amqp_uri: str, queue_name: str, spool: Path, port: int, **extra: str
-) -> dict[str, str]:
-    return {
-        "AMQP_URI": amqp_uri,
-        "QUEUE_NAME": queue_name,
-        "PRODUCER_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(port),
-        "SPOOL_PATH": str(spool),
-        "BROKER_MAX_BACKOFF": "1s",
-        "SHUTDOWN_GRACE": "5s",
-        **extra,
-    }
-
-
-def accepts_connections(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def ready_state(port: int) -> dict[str, Any] | None:
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1)
-    except httpx.TransportError:
-        return None
-    return response.json()  # type: ignore[no-any-return]
-
-
-def wait_broker_connected(process: ServiceProcess, port: int) -> None:
-    process.wait_ready(lambda: (ready_state(port) or {}).get("broker") == "connected")
-
-
-def start_connected(
-    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path
-) -> tuple[ServiceProcess, int]:
-    """A producer on a free port, straight to the broker, once it reports the broker connected."""
-    port = free_port()
-    process = spawn(
-        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
-    )
-    wait_broker_connected(process, port)
-    return process, port
-
-
-async def queued_ids(connection: aio_pika.abc.AbstractConnection, queue: str) -> list[int]:
-    channel = await connection.channel()
-    try:
-        work = await channel.declare_queue(queue, passive=True)
-        ids: list[int] = []
-        while (message := await work.get(no_ack=True, fail=False)) is not None:
-            ids.extend(decode_message(message.body).ids)
-        return ids
-    finally:
-        await channel.close()
-
-
-async def collect_until(
-    connection: aio_pika.abc.AbstractConnection, queue: str, expected: set[int], timeout: float
-) -> list[int]:
-    """Take messages from ``queue`` until every expected id arrived; return all ids taken."""
-    taken: list[int] = []
-
-    async def complete() -> bool:
-        taken.extend(await queued_ids(connection, queue))
-        return expected <= set(taken)
-
-    await eventually(complete, timeout=timeout, interval=0.2, what="every id queued")
-    return taken
-
-
-@pytest.mark.chaos
-async def test_broker_cut_for_10s_loses_nothing_and_answers_within_1s(
-    spawn: Spawn,
-    make_proxy: Callable[[str, int], TcpProxy],
-    endpoints: Endpoints,
-    amqp_connection: aio_pika.abc.AbstractConnection,
-    queue_name: str,
-    tmp_path: Path,
-) -> None:
-    proxy = make_proxy(*endpoints.amqp_host_port)
-    port = free_port()
-    env = producer_env(amqp_uri_via(endpoints.amqp_uri, proxy), queue_name, tmp_path / "s.db", port)
-    process = spawn("producer", env)
-    wait_broker_connected(process, port)
-
-    latencies: list[float] = []
-    answers: list[httpx.Response] = []
-
-    async def one(client: httpx.AsyncClient, n: int) -> None:
-        started = time.monotonic()
-        # The tester's client timeout: a slower answer fails the test with ReadTimeout.
-        response = await client.post("/callback", json={"object_ids": [n, n + 10_000]}, timeout=1.0)
-        latencies.append(time.monotonic() - started)
-        answers.append(response)
-
-    proxy.cut()
-    cut_at = time.monotonic()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        for wave in range(10):  # 100 callbacks spread over the 10 s cut, 10 at a time
-            await asyncio.sleep(max(0.0, cut_at + wave - time.monotonic()))
-            await asyncio.gather(*(one(client, wave * 10 + k) for k in range(10)))
-        await asyncio.sleep(max(0.0, cut_at + 10 - time.monotonic()))
-        spooled = ready_state(port)
-        proxy.restore()
-
-    assert [a.status_code for a in answers] == [202] * 100
-    assert max(latencies) < 1.0
-    assert spooled is not None and spooled["spool_depth"] > 0
-    expected = {i for n in range(100) for i in (n, n + 10_000)}
-    taken = await collect_until(amqp_connection, queue_name, expected, timeout=30)
-    assert set(taken) == expected
-    await eventually(lambda: _async((ready_state(port) or {}).get("spool_depth") == 0), timeout=10)
 
 
 async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
@@ -181,7 +71,7 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     expected = {i for n in range(30) for i in (n, -n - 1)}
     taken = await collect_until(amqp_connection, queue_name, expected, timeout=20)
     assert sorted(taken) == sorted(expected)  # nothing twice: each entry relayed once
-    await eventually(lambda: _async((ready_state(port) or {}).get("spool_depth") == 0), timeout=10)
+    await eventually(lambda: (ready_state(port) or {}).get("spool_depth") == 0, timeout=10)
 
 
 async def test_200_concurrent_callbacks_of_200_ids(
@@ -229,7 +119,7 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
 
     process.signal(signal.SIGTERM)
     # Shutdown has begun once the listening socket is closed; the half-read request is in flight.
-    await eventually(lambda: _async(not accepts_connections(port)), timeout=5, what="stopped")
+    await eventually(lambda: not accepts_connections(port), timeout=5, what="stopped")
     assert process.running()
     writer.write(body[10:])
     await writer.drain()
@@ -339,10 +229,3 @@ def test_unusable_spool_path_exits_1_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert '"spool_unavailable"' in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
-
-
-def _async(value: bool) -> Any:
-    async def check() -> bool:
-        return value
-
-    return check()
