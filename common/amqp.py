@@ -14,13 +14,42 @@ never declare the same queue with different arguments, which RabbitMQ refuses wi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
 from common.retrying import retry_connect
+
+# What a publish, an ack or a channel operation raises when the broker or the channel is gone (the
+# counterpart of common.db.DATABASE_ERRORS).
+AMQP_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+)
+# Connecting: the above, and any socket error on the way (refused, unreachable, reset).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, *AMQP_ERRORS)
+# aio-pika raises RuntimeError("Connection was not opened") for a channel asked for while the
+# robust connection is reconnecting.
+RECONNECTING_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
+# aiormq rejects every pending future with CancelledError when it gives up on a stuck connection
+# (a missed heartbeat): for a publish or an ack that is a broker failure, not a cancellation of the
+# task awaiting it. Catch these, then ask cancelled_by_broker() before treating one as a failure.
+SETTLE_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, asyncio.CancelledError)
+
+
+def cancelled_by_broker(error: BaseException) -> bool:
+    """False for a real cancellation of the current task (shutdown), which must propagate."""
+    if not isinstance(error, asyncio.CancelledError):
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
 
 # 4.x defaults the quorum delivery limit to 20; 3.10 has none. Set it explicitly so the topology is
 # the same on both. It only guards against poison messages that crash consumers: ordinary
