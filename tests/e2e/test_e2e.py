@@ -9,7 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.suite import Audit, Suite, audit
+from tester.audit import Audit, audit
+from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
