@@ -54,7 +54,6 @@ async def replay_dead(settings: ReplaySettings, limit: int | None = None) -> int
             moved += 1
     finally:
         await connection.close()
-    log.info("dead_letters_replayed", moved=moved, queue=topology.dead)
     # The command's answer, for the operator (a log line is the service's only output channel).
-    log.info(f"moved {moved} dead letters to {topology.work}")
+    log.info("dead_letters_replayed", moved=moved, queue=topology.dead, to=topology.work)
     return moved

@@ -13,15 +13,22 @@ from common.amqp import connect_amqp, declare_topology
 from common.db import Executor, create_pool, migrate
 from common.heartbeat import beat_forever
 from common.metrics import serve_metrics
+from common.versions import FastPath
 from consumer import metrics
 from consumer.backoff import retry_tiers
 from consumer.batch_writer import BatchWriter
 from consumer.settings import ConsumerSettings
-from consumer.status_client import StatusClient
+from consumer.status_client import FAST_PATH, StatusClient
 from consumer.subscription import Subscription
 from consumer.worker import Worker
 
 log = structlog.get_logger("consumer")
+
+
+def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
+    """The fast paths these settings select (checked at start-up)."""
+    return (FAST_PATH,)
+
 
 PUBLISH_TIMEOUT = 10.0
 # Of the shutdown grace, what is kept for the last flush and acks after lookups are cut off.

@@ -21,14 +21,12 @@ import structlog
 from aiormq.abc import AbstractConnection as AmqpConnection
 from pamqp import commands as spec
 
-from common.amqp import declare_topology
+from common.amqp import CONNECT_ERRORS, declare_topology
+from common.messages import OutgoingMessage
 from common.retrying import retry_connect
 from producer.pipeline import ConfirmPipeline
-from producer.spool import OutgoingMessage
 
 log = structlog.get_logger(__name__)
-
-_RETRY_ON = (OSError, ConnectionError, TimeoutError, aiormq.exceptions.AMQPError)
 
 
 class BrokerState(StrEnum):
@@ -97,7 +95,7 @@ class Publisher:
                 f"rabbitmq ({self._connection_name})",
                 self._open,
                 deadline=math.inf,
-                retry_on=_RETRY_ON,
+                retry_on=CONNECT_ERRORS,
                 maximum=self._max_backoff,
             )
             try:
@@ -108,7 +106,7 @@ class Publisher:
                     self._pipeline.close()
                     self._pipeline = None
                 self._connected.clear()
-                with contextlib.suppress(*_RETRY_ON, RuntimeError):
+                with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                     await asyncio.wait_for(connection.close(), timeout=2)
             if not self._stopped:
                 log.warning("broker_connection_lost")
@@ -131,7 +129,7 @@ class Publisher:
             if not isinstance(underlay, aiormq.Channel):
                 raise TypeError(f"unexpected channel type {type(underlay).__name__}")
         except BaseException:
-            with contextlib.suppress(*_RETRY_ON, RuntimeError):
+            with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                 await connection.close()
             raise
         self._lost.clear()

@@ -72,9 +72,9 @@ async def send_one(state: TesterState, client: httpx.AsyncClient, seq: int) -> C
     state.callbacks.record(record.ok)
     fields = {"seq": seq, "ids": len(object_ids), "latency_ms": round(record.latency * 1000, 1)}
     if record.ok:
-        log.info("callback sent", status=status, **fields)
+        log.info("callback_sent", status=status, **fields)
     else:
-        log.warning("callback failed", status=status, error=error, **fields)
+        log.warning("callback_failed", status=status, error=error, **fields)
     return record
 
 
@@ -94,4 +94,4 @@ async def run_callbacks(state: TesterState, client: httpx.AsyncClient) -> None:
             continue
         sent += 1
         await send_one(state, client, seq=sent)
-    log.info("callbacks finished", sent=sent)
+    log.info("callbacks_finished", sent=sent)
