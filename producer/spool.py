@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS spooled_message (
 """
 
 
+_NO_PAGE_LIMIT = 4_294_967_294  # SQLite's largest max_page_count
+
+
 class SpoolUnavailable(RuntimeError):
     """The spool could not store or read messages (disk full, file unwritable, corrupt)."""
 
@@ -107,6 +110,14 @@ class Spool:
             # Not "self.depth -= await …": that reads depth before the await and would drop the
             # appends committed meanwhile.
             self.depth -= deleted
+
+    async def limit_pages(self, pages: int | None) -> None:
+        """Cap the file at ``pages`` database pages (SQLite's ``max_page_count``); ``None`` lifts
+        the cap. SQLite never sets it below the file's size now, so ``limit_pages(1)`` freezes the
+        file where it is. A write past the cap fails as on a full disk. For tests and failure
+        drills: the service itself never sets a cap."""
+        cap = _NO_PAGE_LIMIT if pages is None else pages
+        await self._run(lambda: self._live().execute(f"PRAGMA max_page_count = {int(cap)}"))
 
     async def _flush(self) -> None:
         while self._pending:

@@ -15,6 +15,7 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+import structlog
 from pamqp import commands as spec
 
 from common.messages import IdsMessage, decode_message
@@ -166,6 +167,31 @@ async def test_a_deleted_queue_is_redeclared_and_nothing_is_lost(
     assert (returned.status_code, returned.json()["spooled"]) == (202, True)
     await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
     assert ids_of(await queued(amqp_connection, queue_name)) == [11, 12]
+
+
+async def test_lines_logged_while_handling_a_callback_carry_its_callback_id(
+    start_producer: StartProducer,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+) -> None:
+    producer = await start_producer(broker_max_backoff=0.5)
+    channel = await amqp_connection.channel()
+    await channel.queue_delete(queue_name)  # the publish comes back: the publisher warns
+    await channel.close()
+
+    merged = [structlog.contextvars.merge_contextvars]  # as common/log.py configures it
+    with structlog.testing.capture_logs(processors=merged) as logs:
+        response = await producer.post({"object_ids": [1]})
+        assert "callback_id" not in structlog.contextvars.get_contextvars()  # unbound after
+        await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
+
+    callback_id = response.json()["callback_id"]
+    by_event = {entry["event"]: entry for entry in logs}
+    assert by_event["broker_degraded"]["log_level"] == "warning"
+    assert by_event["broker_degraded"]["callback_id"] == callback_id
+    assert by_event["callback_spooled"]["callback_id"] == callback_id
+    # The relay works for no single callback: nothing it logs claims one.
+    assert "callback_id" not in by_event["relayed"]
 
 
 async def test_an_empty_list_is_accepted_and_publishes_nothing(
