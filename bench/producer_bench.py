@@ -3,6 +3,12 @@ producer with ``IDS_PER_MESSAGE=1``, side by side, in one run.
 
     python -m bench.producer_bench                 # wrk for 10 s per target, then 500/s for 10 s
     python -m bench.producer_bench --duration 20 --connections 64 --rate 500
+    python -m bench.producer_bench --publish-modes pipeline,standard --no-per-id
+    python -m bench.producer_bench --baseline /path/to/a/checkout/of/main   # before/after
+
+``--publish-modes`` measures the producer once per ``PUBLISH_MODE``; ``--baseline DIR`` adds the
+producer of another checkout (e.g. ``git worktree add /tmp/base main``) as a column of the same
+run, so a before/after comparison shares the machine's load.
 
 Everything runs on this machine: the local RabbitMQ, each target as a real process
 (``bench.producer_bare_app``; ``python -m producer`` with a queue of its own, deleted afterwards,
@@ -45,6 +51,7 @@ import aiohttp
 import orjson
 
 from common.amqp import Topology
+from producer.confirms import PublishMode
 from producer.settings import ProducerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,7 +365,24 @@ def main() -> None:
     parser.add_argument("--fixed-duration", type=float, default=10.0, help="fixed-rate run, s")
     parser.add_argument("--ids-per-message", type=int, default=None, help="default: producer's")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install wrk if missing")
+    parser.add_argument(
+        "--publish-modes",
+        default=PublishMode.PIPELINE.value,
+        type=publish_modes,
+        help="comma-separated PUBLISH_MODEs to measure, e.g. pipeline,standard (default: pipeline)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of another commit: its producer runs as one more column",
+    )
+    parser.add_argument(
+        "--no-per-id", action="store_true", help="skip the IDS_PER_MESSAGE=1 producer"
+    )
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "producer" / "__main__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a lastseen checkout (no producer/)")
 
     wrk = find_wrk(args.install_wrk)
     print(f"machine: {machine()}")
@@ -372,8 +396,11 @@ def main() -> None:
         workdir = Path(tmp)
         script = wrk_script(bodies, workdir)
 
-        def producer(name: str, ids_per_message: int, rate: float | None = None) -> Target:
-            queue = f"bench_producer_{run_id}_{ids_per_message}"
+        def producer(
+            name: str, ids_per_message: int, rate: float | None = None, **env: str
+        ) -> Target:
+            key = f"{run_id}_{len(targets)}"
+            queue = f"bench_producer_{key}"
             return Target(
                 name,
                 [python, "-m", "producer"],
@@ -382,26 +409,45 @@ def main() -> None:
                     "QUEUE_NAME": queue,
                     "PRODUCER_HOST": "127.0.0.1",
                     "PRODUCER_PORT": "{port}",
-                    "SPOOL_PATH": str(workdir / f"spool_{ids_per_message}.sqlite3"),
+                    "SPOOL_PATH": str(workdir / f"spool_{key}.sqlite3"),
                     "IDS_PER_MESSAGE": str(ids_per_message),
+                    **env,
                 },
                 queue=queue,
                 ids_per_message=ids_per_message,
                 fixed_rate=rate,
             )
 
-        targets = [
-            Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"]),
-            producer(f"producer (IDS_PER_MESSAGE={ipm})", ipm),
+        targets = [Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"])]
+        if args.baseline is not None:
+            # The other checkout's code (PYTHONPATH), its own defaults (no PUBLISH_MODE).
+            targets.append(
+                producer(
+                    f"baseline (IDS_PER_MESSAGE={ipm})",
+                    ipm,
+                    PYTHONPATH=str(args.baseline.resolve()),
+                )
+            )
+        for mode in args.publish_modes:
+            targets.append(producer(f"{mode} (IDS_PER_MESSAGE={ipm})", ipm, PUBLISH_MODE=mode))
+        if not args.no_per_id:
             # One message per id tops out near 100 callbacks/s: offering it --rate would only
             # grow the spool (and the shared broker) by 100,000 messages a second.
-            producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)),
-        ]
+            targets.append(producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)))
         results = [
             asyncio.run(measure(target, wrk, script, bodies, args, workdir)) for target in targets
         ]
     print_table(targets, results, args)
     print(f"load after: {'/'.join(Path('/proc/loadavg').read_text().split()[:3])}")
+
+
+def publish_modes(text: str) -> list[PublishMode]:
+    """``"pipeline,standard"`` → both modes, in that order."""
+    try:
+        return [PublishMode(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        choices = ", ".join(mode.value for mode in PublishMode)
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {choices}") from None
 
 
 def print_table(targets: list[Target], results: list[Figures], args: argparse.Namespace) -> None:
