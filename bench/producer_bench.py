@@ -5,6 +5,7 @@ producer with ``IDS_PER_MESSAGE=1``, side by side, in one run.
     python -m bench.producer_bench --duration 20 --connections 64 --rate 500
     python -m bench.producer_bench --publish-modes pipeline,standard --no-per-id
     python -m bench.producer_bench --baseline /path/to/a/checkout/of/main   # before/after
+    python -m bench.producer_bench --baseline ../main --no-per-id --repeat 3 --duration 6
 
 ``--publish-modes`` measures the producer once per ``PUBLISH_MODE``; ``--baseline DIR`` adds the
 producer of another checkout (e.g. ``git worktree add /tmp/base main``) as a column of the same
@@ -380,6 +381,14 @@ def main() -> None:
     parser.add_argument(
         "--no-per-id", action="store_true", help="skip the IDS_PER_MESSAGE=1 producer"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="N",
+        help="measure the baseline and mode columns N times, alternating (1 to 9)",
+    )
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "producer" / "__main__.py").is_file():
         parser.error(f"--baseline {args.baseline}: not a lastseen checkout (no producer/)")
@@ -391,6 +400,7 @@ def main() -> None:
     python = sys.executable
     run_id = uuid.uuid4().hex[:8]
     ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
+    print(f"producer columns: IDS_PER_MESSAGE={ipm}")
 
     with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
         workdir = Path(tmp)
@@ -419,17 +429,16 @@ def main() -> None:
             )
 
         targets = [Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"])]
-        if args.baseline is not None:
-            # The other checkout's code (PYTHONPATH), its own defaults (no PUBLISH_MODE).
-            targets.append(
-                producer(
-                    f"baseline (IDS_PER_MESSAGE={ipm})",
-                    ipm,
-                    PYTHONPATH=str(args.baseline.resolve()),
-                )
-            )
-        for mode in args.publish_modes:
-            targets.append(producer(f"{mode} (IDS_PER_MESSAGE={ipm})", ipm, PUBLISH_MODE=mode))
+        for round_ in range(1, args.repeat + 1):
+            # Rounds alternate the columns under comparison, so that a neighbour's load drifting
+            # during the run does not favour whichever was measured first.
+            tag = f" #{round_}" if args.repeat > 1 else ""
+            if args.baseline is not None:
+                # The other checkout's code (PYTHONPATH), its own defaults (no PUBLISH_MODE).
+                baseline = str(args.baseline.resolve())
+                targets.append(producer(f"baseline{tag}", ipm, PYTHONPATH=baseline))
+            for mode in args.publish_modes:
+                targets.append(producer(f"{mode}{tag}", ipm, PUBLISH_MODE=mode))
         if not args.no_per_id:
             # One message per id tops out near 100 callbacks/s: offering it --rate would only
             # grow the spool (and the shared broker) by 100,000 messages a second.
@@ -452,7 +461,7 @@ def publish_modes(text: str) -> list[PublishMode]:
 
 def print_table(targets: list[Target], results: list[Figures], args: argparse.Namespace) -> None:
     bare = results[0].rate
-    width = 34
+    width = 26
     rows = [
         ("", [t.name for t in targets]),
         (
@@ -487,7 +496,21 @@ def print_table(targets: list[Target], results: list[Figures], args: argparse.Na
         ("durable after the runs", [r.durable_check for r in results]),
     ]
     for label, cells in rows:
-        print(label.ljust(width) + "".join(cell.ljust(width) for cell in cells))
+        print(label.ljust(32) + "".join(cell.ljust(width) for cell in cells))
+    if args.repeat > 1:
+        print_means(targets, results)
+
+
+def print_means(targets: list[Target], results: list[Figures]) -> None:
+    """Per column name (without its round number): mean callbacks/s and open-loop p99."""
+    rounds: dict[str, list[Figures]] = {}
+    for target, figures in zip(targets[1:], results[1:], strict=True):
+        rounds.setdefault(target.name.split(" #")[0], []).append(figures)
+    for name, measured in rounds.items():
+        rates = ", ".join(f"{f.rate:,.0f}" for f in measured)
+        p99s = ", ".join(f"{f.fixed_p99_ms:.1f}" for f in measured)
+        mean = sum(f.rate for f in measured) / len(measured)
+        print(f"{name}: mean {mean:,.0f} callbacks/s ({rates}); open-loop p99 ms {p99s}")
 
 
 if __name__ == "__main__":
