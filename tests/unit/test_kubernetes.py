@@ -182,6 +182,15 @@ def test_the_validator_refuses_a_broken_manifest(suite: list[dict[str, Any]]) ->
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+def test_the_readme_states_the_validated_version_and_the_pins_match() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"Kubernetes {KUBERNETES_VERSION}" in readme
+    assert "kubectl apply -k deploy/kubernetes" in readme
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"kubernetes-validate=={KUBERNETES_VERSION}"' in pyproject
+    assert kubernetes_validate.version.__version__ == KUBERNETES_VERSION
+
+
 def test_every_file_in_the_tree_is_used() -> None:
     used = {*listed_files(DEPLOY), *listed_files(PRODUCTION), DEPLOY / "kustomization.yaml"}
     used |= {PRODUCTION / "kustomization.yaml"}
