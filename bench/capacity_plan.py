@@ -54,6 +54,7 @@ class Tier:
     db_gb_refresh: float
     db_gb_churn: float
     standby_cores: float
+    routine_load: float  # churn deletes needed / one routine's measured delete rate
     total_cores: float
     partitions: int
 
@@ -108,6 +109,7 @@ def plan(measured: Measured) -> list[Tier]:
                 db_gb_refresh=rows_refresh * pg["bytes_per_row"] / 1e9,
                 db_gb_churn=rows_churn * pg["bytes_per_row"] / 1e9,
                 standby_cores=standby,
+                routine_load=upserts / pg["routine_delete_rows_per_s"],
                 total_cores=(consumer_cores + producer_cores) / UTILISATION
                 + broker_cores
                 + worst
@@ -116,6 +118,13 @@ def plan(measured: Measured) -> list[Tier]:
             )
         )
     return tiers
+
+
+def _routine_rate(pg: dict[str, float]) -> str:
+    rate = pg["routine_delete_rows_per_s"]
+    if pg["routine_kept_up"]:
+        return f"**kept up**: deletes at least {rate:,.0f} rows/s (as fast as they were inserted)"
+    return f"**{rate:,.0f} rows deleted per second** by one routine (ROUTINE_BATCH_SIZE=5000)"
 
 
 def _n(value: float) -> str:
@@ -134,6 +143,14 @@ def bottleneck(tier: Tier) -> str:
     share = max(
         tier.primary_cores_worst / PRIMARY_CORE_CEILING, tier.wal_mb_s / PRIMARY_WAL_CEILING_MB_S
     )
+    routine = ""
+    if tier.routine_load > UTILISATION:
+        routine = (
+            f"; in the churn case the single routine would have to delete "
+            f"{tier.upserts_per_s:,.0f} rows/s, {tier.routine_load:.0%} of what one routine "
+            "measured here: with `object` partitioned by id, run one routine per partition (an "
+            "advisory lock per partition), or partition by time and drop whole partitions"
+        )
     if tier.partitions > 1:
         return (
             f"one PostgreSQL primary: {_n(tier.primary_cores_worst)} cores of upserts and "
@@ -141,7 +158,7 @@ def bottleneck(tier: Tier) -> str:
             f"ceiling assumed above → partition `object` by id over {tier.partitions} "
             "primaries (hash of `id` in the consumer choosing the database, or a distributed "
             "PostgreSQL such as Citus with `object` distributed by `id`); consumers, producers "
-            "and the broker still only add replicas"
+            "and the broker still only add replicas" + routine
         )
     busy = {
         "the consumers": tier.consumer_cores,
@@ -157,7 +174,7 @@ def bottleneck(tier: Tier) -> str:
     )
     if share > 0.5:
         text += ", so the next step up needs the database partitioned by id"
-    return text
+    return text + routine
 
 
 def render(measured: Measured, profile_name: str, command: str) -> str:
@@ -192,9 +209,12 @@ def render(measured: Measured, profile_name: str, command: str) -> str:
         "`unnest` upserts, every id already stored; CPU of the backends plus WAL writer, "
         "checkpointer, background writer and autovacuum |",
         f"| PostgreSQL, churn | **{pg['churn_rows_per_core']:,.0f} rows per core-second**; "
-        f"{pg['churn_rows_per_s']:,.0f} rows/s wall; the routine deleted "
-        f"{100 * pg['churn_deleted_fraction']:.0f} % of them meanwhile | every id new, the real "
-        f"`python -m routine` deleting rows {pg['churn_ttl_s']:.1f} s old |",
+        f"{pg['churn_rows_per_s']:,.0f} rows/s inserted | every id new, the real "
+        f"`python -m routine` deleting rows {pg['churn_ttl_s']:.1f} s old; the window runs "
+        "until it has deleted them all, so the CPU is one insert plus one delete per row |",
+        f"| routine | {_routine_rate(pg)} | one routine holds the advisory lock and deletes "
+        f"alone; {pg['routine_backlog_rows']:,.0f} rows were still stale one TTL after the "
+        "writers stopped, and the time to delete them gives its rate |",
         f"| PostgreSQL, WAL | {pg['refresh_wal_bytes_per_row']:.0f} bytes per refreshed row, "
         f"{pg['churn_wal_bytes_per_row']:.0f} per inserted row | `EXPLAIN (ANALYZE, WAL)` of one "
         "500-row upsert |",
@@ -252,6 +272,9 @@ def render(measured: Measured, profile_name: str, command: str) -> str:
         + " | ".join(f"{_n(t.primary_cores)} / {_n(t.primary_cores_churn)}" for t in tiers)
         + " |",
         "| WAL | " + " | ".join(f"{_n(t.wal_mb_s)} MB/s" for t in tiers) + " |",
+        "| routine: churn deletes / one routine's rate | "
+        + " | ".join(f"{t.routine_load:.0%}" for t in tiers)
+        + " |",
         "| PostgreSQL primaries (by id) | " + " | ".join(str(t.partitions) for t in tiers) + " |",
         "| rows held (refresh / churn) | "
         + " | ".join(f"{t.rows_refresh:,.0f} / {t.rows_churn:,.0f}" for t in tiers)

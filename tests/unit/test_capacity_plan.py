@@ -39,7 +39,10 @@ def figures(rows_per_core: float = 60_000.0, wal_bytes: float = 150.0) -> Measur
             "bytes_per_row": 100.0,
             "churn_rows_per_s": 40_000.0,
             "churn_rows_per_core": rows_per_core / 2,
-            "churn_deleted_fraction": 0.9,
+            "routine_backlog_rows": 200_000.0,
+            "routine_kept_up": 0.0,
+            "routine_delete_rows_per_s": 100_000.0,
+            "churn_window_s": 30.0,
             "churn_wal_bytes_per_row": wal_bytes,
             "routine_peak_rss_mb": 50.0,
             "churn_ttl_s": 5.0,
@@ -85,6 +88,10 @@ def test_the_bottleneck_moves_to_the_primary_at_a_million() -> None:
     assert big.partitions >= 2  # 500 k upserts/s: 24 cores and 75 MB/s of WAL
     assert "partition `object` by id" in bottleneck(big)
     assert "partition" not in bottleneck(small)
+    # 500 k deletes/s against one routine's 100 k: one routine per partition.
+    assert big.routine_load == pytest.approx(5.0)
+    assert "one routine per partition" in bottleneck(big)
+    assert "routine" not in bottleneck(small)
     # A database ten times cheaper per row keeps one primary at 1 M ids/s.
     assert plan(figures(rows_per_core=600_000.0, wal_bytes=15.0))[-1].partitions == 1
 
