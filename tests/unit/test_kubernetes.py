@@ -291,6 +291,21 @@ def test_keda_scales_consumers_on_the_work_queue_the_services_declare(
     assert "replicas" not in find(suite, "Deployment", "lastseen-consumer")["spec"]
 
 
+def test_sizes_follow_the_capacity_plan(suite: list[dict[str, Any]]) -> None:
+    """maxReplicaCount covers the 100 k ids/s tier of docs/SCALING.md, and the database accepts
+    the connections of that many consumers plus the routines."""
+    scaling = (ROOT / "docs" / "SCALING.md").read_text()
+    row = re.search(r"^\| consumer pods \(KEDA\) \| (\d+) [^|]*\| (\d+) ", scaling, re.M)
+    assert row, "docs/SCALING.md has no consumer pods row"
+    pods_100k = int(row.group(2))
+    most = find(suite, "ScaledObject", "lastseen-consumer")["spec"]["maxReplicaCount"]
+    assert pods_100k <= most <= pods_100k * 1.25
+    pool = int(config(suite)["POSTGRES_POOL_SIZE"])
+    routines = find(suite, "Deployment", "lastseen-routine")["spec"]["replicas"]
+    parameters = find(suite, "Cluster", "lastseen-db")["spec"]["postgresql"]["parameters"]
+    assert int(parameters["max_connections"]) > (most + routines) * pool
+
+
 def test_the_amqp_secret_script_makes_the_secret_the_manifests_read(
     suite: list[dict[str, Any]],
 ) -> None:
