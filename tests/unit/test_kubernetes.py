@@ -491,8 +491,10 @@ def test_producer_replicas_spread_drain_and_stop_in_time(suite: list[dict[str, A
     assert all(c["labelSelector"]["matchLabels"].items() <= labels.items() for c in spread)
     pre_stop = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
+    # SIGTERM: in-flight requests get SHUTDOWN_GRACE, then the relay gets SHUTDOWN_GRACE to
+    # empty the spool (docs/producer.md, "Shutdown"); the preStop pause comes before both.
     grace = parse_duration(config(suite)["SHUTDOWN_GRACE"])
-    assert pod["terminationGracePeriodSeconds"] > grace + float(pre_stop[1])
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + 2 * grace
     spool = {v["name"]: v for v in pod["volumes"]}["spool"]
     assert "emptyDir" in spool  # the trade-off is written next to it
     assert "StatefulSet" in (DEPLOY / "base" / "producer.yaml").read_text()
