@@ -468,12 +468,10 @@ async def measure_broker(profile: Profile) -> dict[str, float]:
         cpu, wall = await meter.stop()
         busy = max(cpu - idle_cpu / idle_wall * wall, 1e-9)
         await work.cancel(tag)
-        topology = Topology(queue)
-        for name in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
-            await channel.queue_delete(name)
     finally:
         await drainer.close()
         await publisher.close()
+        await delete_topology(queue)
     return {
         "messages_per_s": confirmed / wall,
         "messages_per_core": confirmed / busy,
@@ -544,14 +542,25 @@ async def measure_producer(profile: Profile) -> dict[str, float]:
                 figures = await _drive_producer(http, base, process.pid, profile)
                 await drain.cancel(tag)
             figures["peak_rss_mb"] = vm_hwm_mb(process.pid)
-            topology = Topology(queue)
-            for name in [topology.work, topology.dead]:
-                await channel.queue_delete(name)
         finally:
             await connection.close()
             process.terminate()
             process.wait(timeout=30)
+            await delete_topology(queue)
     return figures
+
+
+async def delete_topology(queue: str) -> None:
+    """Delete a bench queue's topology on a connection of its own, so that it also runs after
+    the measurement's connection died (a broker restarted by someone else on a shared machine)."""
+    topology = Topology(queue)
+    connection = await aio_pika.connect(AMQP_URI)
+    try:
+        channel = await connection.channel()
+        for name in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
 
 
 def _ready(http: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[bool]]:
