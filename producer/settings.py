@@ -4,10 +4,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from common.settings import AmqpSettings, Duration
+from common.settings import AmqpSettings, CallbackAuthSettings, Duration
 
 
-class ProducerSettings(AmqpSettings):
+class ProducerSettings(AmqpSettings, CallbackAuthSettings):
     producer_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
     producer_port: int = Field(9090, ge=1, le=65535, description="HTTP port of POST /callback")
     ids_per_message: int = Field(
@@ -49,4 +49,10 @@ class ProducerSettings(AmqpSettings):
     )
     shutdown_grace: Duration = Field(
         10.0, ge=0, description="on SIGTERM, time for in-flight requests and the relay to finish"
+    )
+    callback_signature_tolerance: Duration = Field(
+        300.0,
+        gt=0,
+        description="signed callbacks: how far webhook-timestamp may be from the producer's "
+        "clock, either way",
     )

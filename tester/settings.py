@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, ValidationInfo, field_validator
 
 from common.durations import format_duration
-from common.settings import Duration, ServiceSettings
+from common.settings import CallbackAuthSettings, Duration
 
 
-class TesterSettings(ServiceSettings):
+class TesterSettings(CallbackAuthSettings):
     """Defaults reproduce the original Go tester; every other value is a knob for tests."""
 
     callback_endpoint: str = Field(
