@@ -47,7 +47,10 @@ async def main(settings: ProducerSettings) -> None:
     spool = await Spool.open(settings.spool_path)
     try:
         publisher = Publisher(
-            settings.amqp_uri, settings.queue_name, max_backoff=settings.broker_max_backoff
+            settings.amqp_uri,
+            settings.queue_name,
+            max_backoff=settings.broker_max_backoff,
+            ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
         server = _Server(
@@ -68,10 +71,28 @@ async def main(settings: ProducerSettings) -> None:
                 timeout_keep_alive=math.ceil(settings.keepalive_timeout),
             )
         )
-        log.info("http_serving", host=settings.producer_host, port=settings.producer_port)
+        log.info(
+            "http_serving",
+            host=settings.producer_host,
+            port=settings.producer_port,
+            broker=settings.amqp_uri_masked,
+            callback_auth=_auth_mode(settings),
+        )
         await server.serve()
     finally:
         await spool.close()
+
+
+def _auth_mode(settings: ProducerSettings) -> str:
+    modes = [
+        name
+        for name, on in (
+            ("signature", settings.callback_signing_secrets),
+            ("bearer", settings.callback_bearer_token),
+        )
+        if on
+    ]
+    return "+".join(modes) or "off"
 
 
 def run() -> None:

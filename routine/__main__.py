@@ -32,6 +32,7 @@ async def main(settings: RoutineSettings) -> None:
         settings.postgres_dsn,
         max_size=settings.postgres_pool_size,
         deadline=settings.startup_timeout,
+        ssl=settings.postgres_ssl(),
     )
     heartbeat = asyncio.create_task(beat_forever())
     try:
