@@ -23,7 +23,7 @@ from dataclasses import dataclass
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 VERSION = "v1"
 MAX_ID_LENGTH = 256
 MIN_KEY_BYTES = 16

@@ -8,7 +8,12 @@ from common.settings import AmqpSettings, CallbackAuthSettings, Duration
 
 
 class ProducerSettings(AmqpSettings, CallbackAuthSettings):
-    producer_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
+    # A service in a container must listen on every interface; PRODUCER_HOST narrows it.
+    producer_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - containers listen on every interface
+        min_length=1,
+        description="address the HTTP server binds",
+    )
     producer_port: int = Field(9090, ge=1, le=65535, description="HTTP port of POST /callback")
     ids_per_message: int = Field(
         200,

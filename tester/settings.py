@@ -15,7 +15,12 @@ class TesterSettings(CallbackAuthSettings):
         pattern=r"^https?://\S+$",
         description="producer base URL; the tester POSTs to CALLBACK_ENDPOINT + /callback",
     )
-    tester_host: str = Field("0.0.0.0", min_length=1, description="address the status API binds")
+    # A service in a container must listen on every interface; TESTER_HOST narrows it.
+    tester_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - containers listen on every interface
+        min_length=1,
+        description="address the status API binds",
+    )
     tester_port: int = Field(
         9010, ge=0, le=65535, description="status API port (0: any free port, logged at start)"
     )
