@@ -21,15 +21,15 @@ class TlsConfigError(ValueError):
     """A certificate, key or CA file that cannot be used."""
 
 
-def _load(what: str, action: Callable[..., object], *args: object) -> None:
+def _load(what: str, path: Path, action: Callable[..., object], *args: object) -> None:
     try:
-        action(*args)
-    except FileNotFoundError as error:
-        raise TlsConfigError(f"{what}: no such file {error.filename!r}") from None
-    except PermissionError as error:
-        raise TlsConfigError(f"{what}: cannot read {error.filename!r}") from None
+        action(str(path), *args)
+    except FileNotFoundError:
+        raise TlsConfigError(f"{what}: no such file {str(path)!r}") from None
+    except PermissionError:
+        raise TlsConfigError(f"{what}: cannot read {str(path)!r}") from None
     except (ssl.SSLError, OSError, ValueError) as error:
-        raise TlsConfigError(f"{what}: not a usable PEM file ({error})") from None
+        raise TlsConfigError(f"{what}: {str(path)!r} is not a usable PEM file ({error})") from None
 
 
 def amqp_ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
@@ -37,9 +37,9 @@ def amqp_ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ss
     system's trusted CAs when unset), presenting ``cert``/``key`` when given."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca is not None:
-        _load("AMQP_TLS_CA", context.load_verify_locations, str(ca))
+        _load("AMQP_TLS_CA", ca, context.load_verify_locations)
     if cert is not None:
-        _load("AMQP_TLS_CERT/AMQP_TLS_KEY", context.load_cert_chain, str(cert), _str(key))
+        _load("AMQP_TLS_CERT/AMQP_TLS_KEY", cert, context.load_cert_chain, _str(key))
     return context
 
 
@@ -66,9 +66,9 @@ def postgres_ssl(
         if rootcert is None:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         else:
-            _load("POSTGRES_SSLROOTCERT", context.load_verify_locations, str(rootcert))
+            _load("POSTGRES_SSLROOTCERT", rootcert, context.load_verify_locations)
     if cert is not None:
-        _load("POSTGRES_SSLCERT/POSTGRES_SSLKEY", context.load_cert_chain, str(cert), _str(key))
+        _load("POSTGRES_SSLCERT/POSTGRES_SSLKEY", cert, context.load_cert_chain, _str(key))
     return context
 
 

@@ -249,3 +249,141 @@ def test_every_secret_setting_is_masked_in_configuration_errors() -> None:
     for _, module, name in config_table.MODELS:
         declared |= set(secret_names(getattr(importlib.import_module(module), name)))
     assert declared == SECRET_VARIABLES
+
+
+# --- settings: NAME_FILE, TLS files, masking -------------------------------------------------
+
+PRODUCER_ENV = {"AMQP_URI": "amqp://u:plain-pass@h:5672/", "QUEUE_NAME": "q"}
+ROUTINE_ENV = {"POSTGRES_HOST": "h", "POSTGRES_DB": "d", "POSTGRES_USER": "u"}
+
+
+def load_in(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model: type, env: dict[str, str]
+) -> object:
+    from common.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name in [*SECRET_VARIABLES, *(f"{v}_FILE" for v in SECRET_VARIABLES)]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(model, "svc")
+
+
+def secret_file(tmp_path: Path, name: str, value: str) -> str:
+    path = tmp_path / name
+    path.write_text(value + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute"),
+    [
+        ("AMQP_URI", "amqp://u:from-file@h:5672/", "amqp_uri"),
+        ("CALLBACK_SIGNING_SECRETS", f"{new_secret(KEY)} {new_secret(OTHER_KEY)}", "signing_keys"),
+        ("CALLBACK_BEARER_TOKEN", "token-from-file", "callback_bearer_token"),
+    ],
+)
+def test_each_producer_secret_may_come_from_its_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, attribute: str
+) -> None:
+    from producer.settings import ProducerSettings
+
+    env = {**PRODUCER_ENV, f"{variable}_FILE": secret_file(tmp_path, "s", value)}
+    settings = load_in(monkeypatch, tmp_path, ProducerSettings, env)
+    expected: object = value
+    if attribute == "signing_keys":
+        expected = (KEY, OTHER_KEY)
+    assert getattr(settings, attribute) == expected
+
+
+def test_postgres_password_from_its_file_and_the_file_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from routine.settings import RoutineSettings
+
+    env = {
+        **ROUTINE_ENV,
+        "POSTGRES_PASSWORD": "from-env",
+        "POSTGRES_PASSWORD_FILE": secret_file(tmp_path, "pg", "from file"),
+    }
+    settings = load_in(monkeypatch, tmp_path, RoutineSettings, env)
+    assert settings.postgres_password == "from file"  # type: ignore[attr-defined]
+
+
+def test_a_file_named_in_dotenv_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from routine.settings import RoutineSettings
+
+    path = secret_file(tmp_path, "pg", "dotenv-file")
+    (tmp_path / ".env").write_text(f"POSTGRES_PASSWORD_FILE={path}\n")
+    settings = load_in(monkeypatch, tmp_path, RoutineSettings, ROUTINE_ENV)
+    assert settings.postgres_password == "dotenv-file"  # type: ignore[attr-defined]
+
+
+def test_secrets_stay_out_of_the_settings_repr(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from producer.settings import ProducerSettings
+
+    env = {**PRODUCER_ENV, "CALLBACK_BEARER_TOKEN": "tok-secret-123"}
+    settings = load_in(monkeypatch, tmp_path, ProducerSettings, env)
+    assert "plain-pass" not in repr(settings)
+    assert "tok-secret-123" not in repr(settings)
+    assert settings.amqp_uri_masked == "amqp://u:***@h:5672/"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AMQP_URI": "http://u:leaked-pass@h/"}, "AMQP_URI: String should match pattern"),
+        ({"CALLBACK_SIGNING_SECRETS": "whsec_leaked***"}, "CALLBACK_SIGNING_SECRETS: a signing"),
+        ({"AMQP_TLS_CA": "/etc/hostname"}, "need an amqps:// AMQP_URI"),
+        (
+            {"AMQP_URI": "amqps://u:leaked-pass@h/", "AMQP_TLS_CA": "/nonexistent/ca.pem"},
+            "AMQP_TLS_CA: no such file '/nonexistent/ca.pem'",
+        ),
+        (
+            {"AMQP_URI": "amqps://u:leaked-pass@h/", "AMQP_TLS_CA": "/etc/hostname"},
+            "is not a usable PEM file",
+        ),
+    ],
+)
+def test_configuration_errors_name_the_setting_and_never_echo_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    from producer.settings import ProducerSettings
+
+    with pytest.raises(SystemExit) as exited:
+        load_in(monkeypatch, tmp_path, ProducerSettings, {**PRODUCER_ENV, **env})
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert expected in err
+    assert "leaked" not in err
+    assert "plain-pass" not in err
+
+
+def test_postgres_sslmode_is_checked_and_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ssl
+
+    from routine.settings import RoutineSettings
+
+    settings = load_in(monkeypatch, tmp_path, RoutineSettings, ROUTINE_ENV)
+    assert settings.postgres_ssl() == "prefer", "unchanged default"  # type: ignore[attr-defined]
+    settings = load_in(
+        monkeypatch, tmp_path, RoutineSettings, {**ROUTINE_ENV, "POSTGRES_SSLMODE": "verify-full"}
+    )
+    context = settings.postgres_ssl()  # type: ignore[attr-defined]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    with pytest.raises(SystemExit):
+        load_in(
+            monkeypatch, tmp_path, RoutineSettings, {**ROUTINE_ENV, "POSTGRES_SSLMODE": "always"}
+        )
+    assert "POSTGRES_SSLMODE" in capsys.readouterr().err
