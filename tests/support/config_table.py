@@ -61,7 +61,10 @@ def render() -> str:
     for variable, (field, services) in settings_fields().items():
         description = (field.description or "").replace("|", "\\|")
         if is_secret(field):
-            description += f"; secret: or from the file `{variable}_FILE` names, never logged"
+            description += (
+                f"; secret: may come from the file named by `{variable}_FILE` (which wins); "
+                "never logged"
+            )
         rows.append(f"| `{variable}` | {_default(field)} | {', '.join(services)} | {description} |")
     return "\n".join(rows)
 
