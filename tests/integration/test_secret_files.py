@@ -72,8 +72,17 @@ def test_consumer_and_routine_read_the_uri_and_password_from_files(
     routine.wait_for_log('"routine_started"')
 
 
-@pytest.mark.parametrize("module", ["producer", "consumer", "routine", "tester"])
-@pytest.mark.parametrize("problem", ["missing", "a directory", "empty variable"])
+@pytest.mark.parametrize(
+    ("module", "problem"),
+    [
+        ("producer", "missing"),
+        ("consumer", "missing"),
+        ("routine", "missing"),
+        ("tester", "missing"),
+        ("consumer", "a directory"),
+        ("routine", "empty variable"),
+    ],
+)
 def test_an_unreadable_secret_file_exits_2_with_one_line(
     service_env: dict[str, str], tmp_path: Path, module: str, problem: str
 ) -> None:
