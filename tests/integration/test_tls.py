@@ -123,6 +123,8 @@ def test_a_wrong_ca_or_host_name_is_refused_at_start_in_one_line(
     assert any(reason in refusals[0] for reason in reasons), refusals[0]
     assert "Traceback" not in output
     assert '"connect_retry"' not in output, "a refused certificate is not retried"
+    errors = [line for line in output.splitlines() if '"level":"error"' in line.replace(" ", "")]
+    assert errors == refusals, "the refusal is the only error line"
 
 
 def test_the_producer_says_once_why_and_keeps_answering_from_the_spool(
