@@ -115,6 +115,16 @@ async def test_bad_signatures_get_401_and_nothing_is_queued(
         assert answer.json()["detail"], case
     await assert_nothing_queued_or_spooled(amqp_connection, queue_name, url)
 
+    # Refused from its headers, before its body was read: the kept-alive connection still
+    # carries the next request correctly.
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        big = orjson.dumps({"object_ids": list(range(5000))})
+        plain = {"Content-Type": "application/json"}
+        assert (await client.post("/callback", content=big, headers=plain)).status_code == 401
+        answer = await client.post("/callback", content=BODY, headers={**plain, **signed()})
+        assert answer.status_code == 202, answer.text
+    assert sorted(await queued_ids(amqp_connection, queue_name)) == [2, 4, 6]
+
     # Rotation: a callback signed with either accepted secret goes through.
     for key in (KEY, NEXT_KEY):
         answer = post(url, signed(key=key))
