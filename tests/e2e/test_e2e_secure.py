@@ -108,11 +108,7 @@ async def test_the_whole_suite_signed_over_tls_with_secrets_from_files(
     }
     suite = Suite.create(env, tmp_path / "suite")
     try:
-        # The producer first: over TLS and at debug level it takes longer to listen than the
-        # tester's first 200 ms tick.
-        suite.start("producer")
-        suite.wait_ready("producer")
-        suite.start_all(except_=("producer",))
+        suite.start_all()
         suite.wait_for_callbacks(25, timeout=40)
         records = suite.ledger()
         assert len(records) == 25
