@@ -59,10 +59,13 @@ def new_secret(key: bytes) -> str:
     return SECRET_PREFIX + base64.b64encode(key).decode()
 
 
+def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
+    return hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+
+
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The base64 HMAC-SHA256 of ``id.timestamp.body``."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return base64.b64encode(_digest(key, msg_id, timestamp, body)).decode()
 
 
 def sign(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -93,10 +96,7 @@ def verify(
     case-insensitive (as Starlette's and httpx's are) or use the lower-case names.
     """
     msg_id, timestamp = check_headers(headers, now=now, tolerance=tolerance)
-    expected = [
-        hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-        for key in keys
-    ]
+    expected = [_digest(key, msg_id, timestamp, body) for key in keys]
     seen_version = False
     for entry in headers.get(SIGNATURE_HEADER, "").split():
         version, _, encoded = entry.partition(",")
