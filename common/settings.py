@@ -221,7 +221,8 @@ def describe_errors(error: ValidationError) -> str:
     for item in error.errors(include_url=False):
         name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
         if item["type"] == "missing":
-            parts.append(f"{name} is required but not set")
+            also = f" (nor {name}_FILE)" if name in SECRET_VARIABLES else ""
+            parts.append(f"{name} is required but not set{also}")
             continue
         message = item["msg"].removeprefix("Value error, ")
         if not item["loc"]:

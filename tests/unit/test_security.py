@@ -387,3 +387,14 @@ def test_postgres_sslmode_is_checked_and_built(
             monkeypatch, tmp_path, RoutineSettings, {**ROUTINE_ENV, "POSTGRES_SSLMODE": "always"}
         )
     assert "POSTGRES_SSLMODE" in capsys.readouterr().err
+
+
+def test_a_missing_secret_setting_mentions_its_file_variant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from producer.settings import ProducerSettings
+
+    with pytest.raises(SystemExit):
+        load_in(monkeypatch, tmp_path, ProducerSettings, {"QUEUE_NAME": "q"})
+    err = capsys.readouterr().err
+    assert "AMQP_URI is required but not set (nor AMQP_URI_FILE)" in err
