@@ -38,7 +38,10 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
     spool = await Spool.open(settings.spool_path)
     try:
         publisher = Publisher(
-            settings.amqp_uri, settings.queue_name, max_backoff=settings.broker_max_backoff
+            settings.amqp_uri,
+            settings.queue_name,
+            max_backoff=settings.broker_max_backoff,
+            ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
         server = _Server(
@@ -64,7 +67,13 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             await stop.wait()
             server.should_exit = True
 
-        log.info("http_serving", host=settings.producer_host, port=settings.producer_port)
+        log.info(
+            "http_serving",
+            host=settings.producer_host,
+            port=settings.producer_port,
+            broker=settings.amqp_uri_masked,
+            callback_auth=_auth_mode(settings),
+        )
         async with asyncio.TaskGroup() as tasks:
             stopper = tasks.create_task(graceful_exit())
             await server.serve()
@@ -75,6 +84,18 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
 
 def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
     return (FAST_PATH,)
+
+
+def _auth_mode(settings: ProducerSettings) -> str:
+    modes = [
+        name
+        for name, on in (
+            ("signature", settings.callback_signing_secrets),
+            ("bearer", settings.callback_bearer_token),
+        )
+        if on
+    ]
+    return "+".join(modes) or "off"
 
 
 def run() -> None:
