@@ -15,6 +15,7 @@ never declare the same queue with different arguments, which RabbitMQ refuses wi
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,11 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
-from common.retrying import retry_connect
+from common.retrying import DependencyUnavailable, retry_connect
+from common.tls import certificate_refused, describe_refusal
+
+# What to check when the broker's certificate is refused.
+TLS_HINT = "check AMQP_TLS_CA and that AMQP_URI's host name is in the broker's certificate"
 
 # What a publish, an ack or a channel operation raises when the broker or the channel is gone (the
 # counterpart of common.db.DATABASE_ERRORS).
@@ -115,23 +120,41 @@ async def declare_topology(
 
 
 async def connect_amqp(
-    uri: str, *, connection_name: str, deadline: float, reconnect_interval: float = 1.0
+    uri: str,
+    *,
+    connection_name: str,
+    deadline: float,
+    reconnect_interval: float = 1.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
     """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
 
     After the first success aio-pika's robust connection re-establishes itself (and its channels,
-    queues and consumers) every ``reconnect_interval`` seconds while the broker is away.
+    queues and consumers) every ``reconnect_interval`` seconds while the broker is away. A
+    refused TLS certificate is not retried: it raises :class:`DependencyUnavailable` at once.
     """
 
     async def attempt() -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            uri,
-            client_properties={"connection_name": connection_name},
-            reconnect_interval=reconnect_interval,
-            timeout=10,
-        )
+        try:
+            return await aio_pika.connect_robust(
+                uri,
+                client_properties={"connection_name": connection_name},
+                reconnect_interval=reconnect_interval,
+                timeout=10,
+                ssl_context=ssl_context,
+            )
+        except (OSError, ConnectionError) as error:
+            raise_if_certificate_refused(error, f"rabbitmq ({connection_name})")
+            raise
 
     return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
+
+
+def raise_if_certificate_refused(error: BaseException, target: str) -> None:
+    """A certificate verification failure is a configuration problem: waiting will not fix it."""
+    refused = certificate_refused(error)
+    if refused is not None:
+        raise DependencyUnavailable(describe_refusal(target, refused, TLS_HINT)) from error
 
 
 # The delay tiers a retry can wait in. Fixed, so that every deployment's retry queues have the

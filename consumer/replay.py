@@ -27,7 +27,10 @@ async def replay_dead(settings: ReplaySettings, limit: int | None = None) -> int
     """Move up to ``limit`` dead letters (all, if None) to the work queue; return how many."""
     topology = Topology(settings.queue_name)
     connection = await connect_amqp(
-        settings.amqp_uri, connection_name="lastseen-replay", deadline=settings.startup_timeout
+        settings.amqp_uri,
+        connection_name="lastseen-replay",
+        deadline=settings.startup_timeout,
+        ssl_context=settings.amqp_ssl_context(),
     )
     moved = 0
     try:

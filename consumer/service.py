@@ -58,13 +58,17 @@ def tune_gc() -> None:
 async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, then shut down within ``SHUTDOWN_GRACE``."""
     connection = await connect_amqp(
-        settings.amqp_uri, connection_name="lastseen-consumer", deadline=settings.startup_timeout
+        settings.amqp_uri,
+        connection_name="lastseen-consumer",
+        deadline=settings.startup_timeout,
+        ssl_context=settings.amqp_ssl_context(),
     )
     try:
         pool = await create_pool(
             settings.postgres_dsn,
             max_size=settings.postgres_pool_size,
             deadline=settings.startup_timeout,
+            ssl=settings.postgres_ssl(),
         )
         try:
             await migrate(pool)
@@ -118,6 +122,7 @@ async def _serve(
     log.info(
         "consumer_started",
         queue=settings.queue_name,
+        broker=settings.amqp_uri_masked,
         max_consumers=settings.max_consumers,
         retry_tiers_ms=list(tiers),
         status_url=settings.status_base_url,

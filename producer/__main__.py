@@ -42,6 +42,7 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             settings.queue_name,
             max_backoff=settings.broker_max_backoff,
             mode=settings.publish_mode,
+            ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
         server = _Server(
@@ -67,7 +68,13 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             await stop.wait()
             server.should_exit = True
 
-        log.info("http_serving", host=settings.producer_host, port=settings.producer_port)
+        log.info(
+            "http_serving",
+            host=settings.producer_host,
+            port=settings.producer_port,
+            broker=settings.amqp_uri_masked,
+            callback_auth=_auth_mode(settings),
+        )
         async with asyncio.TaskGroup() as tasks:
             stopper = tasks.create_task(graceful_exit())
             await server.serve()
@@ -79,6 +86,18 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
 def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
     """Only the pipeline uses library internals; the standard mode runs on any version."""
     return (FAST_PATH,) if settings.publish_mode is PublishMode.PIPELINE else ()
+
+
+def _auth_mode(settings: ProducerSettings) -> str:
+    modes = [
+        name
+        for name, on in (
+            ("signature", settings.callback_signing_secrets),
+            ("bearer", settings.callback_bearer_token),
+        )
+        if on
+    ]
+    return "+".join(modes) or "off"
 
 
 def run() -> None:

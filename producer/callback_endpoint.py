@@ -18,6 +18,7 @@ from producer.ingest import Ingest, new_callback_id
 from producer.metrics import ProducerMetrics
 from producer.schemas import CallbackAccepted, CallbackBody, described, error_response
 from producer.settings import ProducerSettings
+from producer.signatures import CallbackAuth
 from producer.spool import SpoolUnavailable
 
 log = structlog.get_logger(__name__)
@@ -29,23 +30,42 @@ class CallbackEndpoint:
     def __init__(self, ingest: Ingest, metrics: ProducerMetrics) -> None:
         self._ingest = ingest
         self._metrics = metrics
-        self._max_body_bytes = ingest.settings.max_body_bytes
-        self._max_ids = ingest.settings.max_ids_per_callback
+        settings = ingest.settings
+        self._max_body_bytes = settings.max_body_bytes
+        self._max_ids = settings.max_ids_per_callback
+        self._auth = CallbackAuth(
+            settings.signing_keys,
+            settings.callback_bearer_token,
+            settings.callback_signature_tolerance,
+        )
 
     async def handle(self, request: Request) -> Response:
+        auth = self._auth
         try:
+            if auth.enabled:
+                auth.check_headers(request.headers)
             if not is_json_content_type(request.headers.get("content-type")):
                 raise CallbackRejected(
                     415, "unsupported_media_type", "Content-Type must be application/json"
                 )
             body = await _read_limited(request, self._max_body_bytes)
+            if auth.enabled:
+                # On the bytes as received, before anything parses them.
+                auth.check_signature(request.headers, body)
             ids = parse_callback(body, max_ids=self._max_ids)
         except CallbackRejected as rejected:
-            self._metrics.callbacks.labels("rejected").inc()
-            return error_response(rejected.status, rejected.error, rejected.detail)
+            return self._refuse(rejected)
         callback_id = new_callback_id()
         with structlog.contextvars.bound_contextvars(callback_id=callback_id):
             return await self._make_durable(callback_id, ids)
+
+    def _refuse(self, rejected: CallbackRejected) -> Response:
+        unauthorized = rejected.status == 401
+        self._metrics.callbacks.labels("unauthorized" if unauthorized else "rejected").inc()
+        response = error_response(rejected.status, rejected.error, rejected.detail)
+        if unauthorized and self._auth.bearer_token:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     async def _make_durable(self, callback_id: str, ids: list[int]) -> Response:
         try:
@@ -85,6 +105,11 @@ def openapi(settings: ProducerSettings) -> dict[str, Any]:
                 "description": "every unique id is durable: confirmed by the broker, or spooled",
             },
             400: described("the body is not valid JSON"),
+            401: described(
+                "CALLBACK_SIGNING_SECRETS or CALLBACK_BEARER_TOKEN is set and the callback's "
+                "signature (webhook-id, webhook-timestamp, webhook-signature) or bearer token "
+                "is missing, stale or wrong"
+            ),
             413: described(
                 f"body over MAX_BODY_BYTES ({settings.max_body_bytes}) or more than "
                 f"MAX_IDS_PER_CALLBACK ({settings.max_ids_per_callback}) ids"

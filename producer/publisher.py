@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 from collections.abc import Sequence
 from enum import StrEnum
 
 import aio_pika
 import structlog
 
-from common.amqp import CONNECT_ERRORS, declare_topology
+from common.amqp import CONNECT_ERRORS, TLS_HINT, declare_topology
 from common.messages import OutgoingMessage
 from common.retrying import retry_connect
+from common.tls import certificate_refused, describe_refusal
 from producer.confirms import ConfirmedPublisher, PublishMode, open_publisher
 
 log = structlog.get_logger(__name__)
@@ -46,8 +48,11 @@ class Publisher:
         max_backoff: float,
         mode: PublishMode = PublishMode.PIPELINE,
         connection_name: str = "lastseen-producer",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._uri = amqp_uri
+        self._ssl_context = ssl_context
+        self._tls_refusal_logged = False
         self._queue_name = queue_name
         self._max_backoff = max_backoff
         self._mode = mode
@@ -119,11 +124,16 @@ class Publisher:
         self._lost.set()
 
     async def _open(self) -> aio_pika.abc.AbstractConnection:
-        connection = await aio_pika.connect(
-            self._uri,
-            client_properties={"connection_name": self._connection_name},
-            timeout=10,
-        )
+        try:
+            connection = await aio_pika.connect(
+                self._uri,
+                client_properties={"connection_name": self._connection_name},
+                timeout=10,
+                ssl_context=self._ssl_context,
+            )
+        except CONNECT_ERRORS as error:
+            self._log_tls_refusal(error)
+            raise
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_topology(channel, self._queue_name)
@@ -140,6 +150,17 @@ class Publisher:
         self._degraded = False
         self._connected.set()
         return connection
+
+    def _log_tls_refusal(self, error: BaseException) -> None:
+        # The producer keeps answering from the spool and retrying (a certificate can be fixed
+        # without restarting it), but says once, plainly, why the broker stays away.
+        refused = certificate_refused(error)
+        if refused is not None and not self._tls_refusal_logged:
+            self._tls_refusal_logged = True
+            log.error(
+                "broker_tls_refused",
+                error=describe_refusal(f"rabbitmq ({self._connection_name})", refused, TLS_HINT),
+            )
 
     def _on_close(self, *_: object) -> None:
         self._lost.set()

@@ -23,6 +23,7 @@ async def main(settings: RoutineSettings, stop: asyncio.Event) -> None:
         settings.postgres_dsn,
         max_size=settings.postgres_pool_size,
         deadline=settings.startup_timeout,
+        ssl=settings.postgres_ssl(),
     )
     try:
         async with asyncio.TaskGroup() as tasks:
