@@ -8,12 +8,12 @@ import sys
 
 import structlog
 import uvloop
-from prometheus_client import CollectorRegistry
 
 from common.db import create_pool, migrate
 from common.heartbeat import beat_forever
 from common.log import configure_logging
-from common.metrics import serve_metrics
+from common.metrics import ProbeServer, service_registry
+from common.probes import DatabaseProbe
 from common.retrying import DependencyUnavailable
 from common.settings import load_settings
 from routine.expiry import run_routine
@@ -42,10 +42,16 @@ async def main(settings: RoutineSettings) -> None:
             ttl_s=settings.object_ttl,
             batch_size=settings.routine_batch_size,
         )
-        registry = CollectorRegistry()
+        registry = service_registry()
         metrics = RoutineMetrics(registry)
-        serve_metrics(registry, settings.metrics_port)
-        await run_routine(pool, settings, stop, metrics)
+        database = DatabaseProbe(pool)
+        probes = ProbeServer(registry, {"database": lambda: database.ok}, service="routine")
+        async with probes.serving(settings.metrics_port):
+            probing = asyncio.create_task(database.run())
+            try:
+                await run_routine(pool, settings, stop, metrics)
+            finally:
+                probing.cancel()
     finally:
         heartbeat.cancel()
         await pool.close()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+TICK_OUTCOMES = ("ran", "skipped", "failed")
 
 
 class RoutineMetrics:
@@ -16,9 +18,16 @@ class RoutineMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in TICK_OUTCOMES:
+            self.ticks.labels(outcome)  # every outcome has a series from the start, for alerts
         self.duration = Histogram(
             "lastseen_routine_tick_seconds",
             "duration of one expiry run",
             buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=registry,
+        )
+        self.rows_behind = Gauge(
+            "lastseen_routine_rows_behind",
+            "rows older than OBJECT_TTL right after the last tick that ran (should be 0)",
             registry=registry,
         )
