@@ -43,7 +43,7 @@ async def main(settings: RoutineSettings) -> None:
             batch_size=settings.routine_batch_size,
         )
         registry = service_registry()
-        metrics = RoutineMetrics(registry)
+        metrics = RoutineMetrics(registry, settings.object_ttl)
         database = DatabaseProbe(pool)
         probes = ProbeServer(registry, {"database": lambda: database.ok}, service="routine")
         async with probes.serving(settings.metrics_port):

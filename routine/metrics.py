@@ -6,7 +6,7 @@ TICK_OUTCOMES = ("ran", "skipped", "failed")
 
 
 class RoutineMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, object_ttl: float = 30.0) -> None:
         self.deleted = Counter(
             "lastseen_routine_deleted_rows",
             "rows deleted because their last_seen was older than OBJECT_TTL",
@@ -31,3 +31,10 @@ class RoutineMetrics:
             "rows older than OBJECT_TTL right after the last tick that ran (should be 0)",
             registry=registry,
         )
+        # For the lag alert: "p99 lag above OBJECT_TTL" compares with the configured TTL.
+        self.object_ttl = Gauge(
+            "lastseen_routine_object_ttl_seconds",
+            "OBJECT_TTL: objects not seen for this long are deleted",
+            registry=registry,
+        )
+        self.object_ttl.set(object_ttl)
