@@ -216,5 +216,5 @@ def render_text(snapshot: Snapshot, *, title: str) -> str:
         lines.append(f"{label:<{width}}{_cell(snapshot.values.get(key), unit)}")
     lines.append("")
     for name, text in snapshot.sources.items():
-        lines.append(f"source {name:<11}{text}")
+        lines.append(f"source {name:<12}{text}")
     return "\n".join(lines) + "\n"

@@ -96,9 +96,12 @@ class Broker:
 
 @dataclass(frozen=True)
 class QueueDepths:
-    work: int
-    retry: int
-    dead: int
+    """Messages per queue; None while the broker has no figure yet (a new queue's statistics
+    arrive a few seconds after it is declared) or the queue does not exist."""
+
+    work: int | None
+    retry: int | None
+    dead: int | None
 
 
 async def read_queues(client: httpx.AsyncClient, broker: Broker, queue_name: str) -> QueueDepths:
@@ -118,16 +121,16 @@ async def read_queues(client: httpx.AsyncClient, broker: Broker, queue_name: str
         )
     if answer.status_code != 200:
         raise SourceDown("unreachable", f"rabbitmq management API answered {answer.status_code}")
-    work = retry = dead = 0
+    depths: dict[str, int | None] = {}
     for queue in answer.json():
-        name, messages = queue.get("name", ""), int(queue.get("messages") or 0)
-        if name == queue_name:
-            work = messages
-        elif name == f"{queue_name}.dead":
-            dead = messages
-        elif name.startswith(f"{queue_name}.retry."):
-            retry += messages
-    return QueueDepths(work, retry, dead)
+        messages = queue.get("messages")
+        depths[str(queue.get("name", ""))] = None if messages is None else int(messages)
+    retries = [depth for name, depth in depths.items() if name.startswith(f"{queue_name}.retry.")]
+    return QueueDepths(
+        work=depths.get(queue_name),
+        retry=None if not retries or None in retries else sum(d for d in retries if d is not None),
+        dead=depths.get(f"{queue_name}.dead"),
+    )
 
 
 @dataclass(frozen=True)
