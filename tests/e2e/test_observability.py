@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
@@ -484,10 +485,10 @@ def test_the_live_view_names_the_source_that_refused_or_did_not_answer(
     assert isinstance(snapshot["rows"], int), "the other sources still read"
     assert snapshot["sources"]["consumers"] == "ok"
 
-    bad_database = liveview_env_file(observed, tmp_path / "bad-db.env", POSTGRES_PASSWORD="x")
-    snapshot = run_liveview(
-        observed, bad_database, "--dsn", observed.database_url.replace("//", "//nobody:x@", 1)
-    )
+    parts = urlsplit(observed.database_url)
+    stranger = urlunsplit(parts._replace(netloc=f"nobody:x@{parts.hostname}:{parts.port or 5432}"))
+    ok_env = liveview_env_file(observed, tmp_path / "ok.env")
+    snapshot = run_liveview(observed, ok_env, "--dsn", stranger)
     assert snapshot["sources"]["postgresql"].startswith("refused: postgresql")
     assert snapshot["rows"] == "refused"
     assert snapshot["queue_dead"] == 3
