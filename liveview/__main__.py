@@ -191,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         sys.stderr.write(f"liveview: configuration error: {error}\n")
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(run(config, once=args.once, as_json=args.json, interval=args.interval))
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        # the reader went away (`python -m liveview --json | head -1`): not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stops the interpreter's flush
     return 0
 
 
