@@ -7,6 +7,7 @@ pydantic models below describe the same contract for the OpenAPI document.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -15,13 +16,14 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from common.messages import INT64_MAX, INT64_MIN
+from common.metrics import service_registry
 from producer.callback import CallbackRejected, is_json_content_type, parse_callback
 from producer.ingest import Ingest
 from producer.metrics import ProducerMetrics
@@ -89,7 +91,7 @@ def create_app(ingest: Ingest) -> FastAPI:
     auth = CallbackAuth(
         settings.signing_keys, settings.callback_bearer_token, settings.callback_signature_tolerance
     )
-    registry = CollectorRegistry()
+    registry = service_registry()
     metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool.depth)
 
     @contextlib.asynccontextmanager
@@ -199,10 +201,19 @@ def create_app(ingest: Ingest) -> FastAPI:
     # one and skip FastAPI's per-request dependency resolution, which the function (it takes
     # only the Request) does not use. Measured on a bare endpoint: 9,900 req/s through the
     # APIRoute, 14,000 through the plain route. The APIRoute above stays for the OpenAPI document.
-    app.router.routes.insert(0, Route("/callback", callback, methods=["POST"]))
+    async def timed_callback(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await callback(request)
+        finally:
+            metrics.callback_seconds.observe(time.perf_counter() - started)
+
+    app.router.routes.insert(0, Route("/callback", timed_callback, methods=["POST"]))
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
+        with contextlib.suppress(SpoolUnavailable):
+            metrics.spool_oldest_age.set(await ingest.spool.oldest_age())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", summary="The process is alive", response_model=HealthBody)
