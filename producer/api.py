@@ -4,6 +4,9 @@ OpenAPI at ``/docs``. Each part is added by a function of its own; the callback'
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -12,11 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from common.metrics import service_registry
 from producer import callback_endpoint
 from producer.callback_endpoint import CallbackEndpoint
 from producer.ingest import Ingest
 from producer.metrics import ProducerMetrics
 from producer.schemas import HealthBody, ReadyBody, error_response
+from producer.spool import SpoolUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +30,7 @@ NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fal
 
 def create_app(ingest: Ingest) -> FastAPI:
     """The producer's ASGI app; its lifespan runs the broker connection and the relay."""
-    registry = CollectorRegistry()
+    registry = service_registry()
     metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool.depth)
     app = FastAPI(
         title="lastseen producer",
@@ -41,7 +46,7 @@ def create_app(ingest: Ingest) -> FastAPI:
     _add_error_handlers(app)
     _add_callback_route(app, ingest, metrics)
     _add_probes(app, ingest)
-    _add_metrics_route(app, registry)
+    _add_metrics_route(app, registry, metrics, ingest)
     return app
 
 
@@ -64,11 +69,20 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_callback_route(app: FastAPI, ingest: Ingest, metrics: ProducerMetrics) -> None:
     handle = CallbackEndpoint(ingest, metrics).handle
     app.post("/callback", **callback_endpoint.openapi(ingest.settings))(handle)
+
+    async def timed_handle(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await handle(request)
+        finally:
+            metrics.callback_seconds.observe(time.perf_counter() - started)
+
     # The same endpoint again, as a plain Starlette route ahead of FastAPI's: requests take this
     # one and skip FastAPI's per-request dependency resolution, which the function (it takes
     # only the Request) does not use. Measured on a bare endpoint: 9,900 req/s through the
-    # APIRoute, 14,000 through the plain route. The APIRoute stays for the OpenAPI document.
-    app.router.routes.insert(0, Route("/callback", handle, methods=["POST"]))
+    # APIRoute, 14,000 through the plain route. The APIRoute stays for the OpenAPI document;
+    # the plain route is the one timed (lastseen_producer_callback_seconds).
+    app.router.routes.insert(0, Route("/callback", timed_handle, methods=["POST"]))
 
 
 def _add_probes(app: FastAPI, ingest: Ingest) -> None:
@@ -97,7 +111,11 @@ def _add_probes(app: FastAPI, ingest: Ingest) -> None:
         )
 
 
-def _add_metrics_route(app: FastAPI, registry: CollectorRegistry) -> None:
+def _add_metrics_route(
+    app: FastAPI, registry: CollectorRegistry, metrics: ProducerMetrics, ingest: Ingest
+) -> None:
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
+        with contextlib.suppress(SpoolUnavailable):
+            metrics.spool_oldest_age.set(await ingest.spool.oldest_age())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

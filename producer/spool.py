@@ -103,6 +103,13 @@ class Spool:
         rows = await self._run(self._oldest_sync, limit)
         return [SpooledMessage(seq, OutgoingMessage(mid, body)) for seq, mid, body in rows]
 
+    async def oldest_age(self) -> float:
+        """Seconds since the oldest spooled message was written (0 when the spool is empty)."""
+        if not self.depth:
+            return 0.0
+        spooled_at = await self._run(self._oldest_spooled_at_sync)
+        return 0.0 if spooled_at is None else max(0.0, time.time() - spooled_at)
+
     async def delete(self, seqs: Sequence[int]) -> None:
         """Forget messages the broker has confirmed."""
         if seqs:
@@ -187,6 +194,14 @@ class Spool:
             )
             .fetchall()
         )
+
+    def _oldest_spooled_at_sync(self) -> float | None:
+        row = (
+            self._live()
+            .execute("SELECT spooled_at FROM spooled_message ORDER BY seq LIMIT 1")
+            .fetchone()
+        )
+        return None if row is None else float(row[0])
 
     def _delete_sync(self, seqs: list[int]) -> int:
         connection = self._live()

@@ -23,11 +23,17 @@ CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 
 
 class PrivateRabbitNode:
-    def __init__(self, base_dir: Path) -> None:
+    """``plugins``: e.g. ``("rabbitmq_management", "rabbitmq_prometheus")``; their HTTP ports are
+    picked free (:attr:`management_port`, :attr:`prometheus_port`) and bound to 127.0.0.1."""
+
+    def __init__(self, base_dir: Path, plugins: tuple[str, ...] = ()) -> None:
         self.name = f"lastseen_test_{uuid.uuid4().hex[:6]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
         self.base_dir = base_dir
+        self.plugins = plugins
+        self.management_port = free_port()
+        self.prometheus_port = free_port()
 
     @staticmethod
     def available() -> str | None:
@@ -49,7 +55,8 @@ class PrivateRabbitNode:
             f"RABBITMQ_DIST_PORT={self.dist_port} "
             f"RABBITMQ_MNESIA_BASE={self.base_dir}/mnesia RABBITMQ_LOG_BASE={self.base_dir}/log "
             f"RABBITMQ_ENABLED_PLUGINS_FILE={self.base_dir}/enabled_plugins "
-            f"RABBITMQ_PID_FILE={self.base_dir}/pid RABBITMQ_CONFIG_FILE={self.base_dir}/none"
+            f"RABBITMQ_PID_FILE={self.base_dir}/pid "
+            f"RABBITMQ_CONFIG_FILE={self.base_dir}/{'rabbitmq.conf' if self.plugins else 'none'}"
         )
         return subprocess.run(
             [
@@ -68,7 +75,14 @@ class PrivateRabbitNode:
 
     def start(self, timeout: float = 60.0) -> PrivateRabbitNode:
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+        if self.plugins:
+            (self.base_dir / "rabbitmq.conf").write_text(
+                f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+                f"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {self.prometheus_port}\n"
+                # fresher queue figures in the management API (default: every 5 s)
+                "collect_statistics_interval = 1000\n"
+            )
         shutil.chown(self.base_dir, "rabbitmq", "rabbitmq")
         for path in self.base_dir.rglob("*"):
             shutil.chown(path, "rabbitmq", "rabbitmq")

@@ -67,6 +67,10 @@ class Suite:
         producer_port, tester_port = free_port(), free_port()
         env = {
             "CONSUMER_MAX_CONSUMERS": "500",
+            # the Procfile's metrics ports (run/local.env sets fixed ones)
+            "CONSUMER_1_METRICS_PORT": str(free_port()),
+            "CONSUMER_2_METRICS_PORT": str(free_port()),
+            "ROUTINE_METRICS_PORT": str(free_port()),
             "PRODUCER_PORT": str(producer_port),
             "TESTER_PORT": str(tester_port),
             "CALLBACK_ENDPOINT": f"http://127.0.0.1:{producer_port}",
