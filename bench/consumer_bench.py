@@ -134,6 +134,7 @@ class ConsumerFigures:
     drain_seconds: float = float("nan")
     broker_samples: list[dict[str, object]] = field(default_factory=list)
     profile_path: Path | None = None
+    profile_cpu_seconds: float = float("nan")  # the consumer's CPU while py-spy sampled it
 
     @property
     def drain_rate(self) -> float:
@@ -437,7 +438,10 @@ class Bench:
             )
         if run.profile_seconds and run.profile_path:
             self.progress(f"py-spy on the consumer for {run.profile_seconds:.0f} s")
+            meter = CpuMeter(consumer.pid)
+            meter.start()
             figures.profile_path = await self.py_spy(consumer.pid, run)
+            figures.profile_cpu_seconds = meter.stop()
 
         if run.drain and offer is not None:
             stop_offer.set()
@@ -486,7 +490,7 @@ class Bench:
             str(int(run.profile_seconds)),
             "--rate",
             "200",
-            "--nonblocking",
+            "--native",  # uvloop and the C parsers: most of the time is there
             "--format",
             "raw",
             "--output",
