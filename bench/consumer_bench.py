@@ -129,6 +129,8 @@ class ConsumerFigures:
     commit_uncertainty: list[float] = field(default_factory=list)  # width of each commit bracket
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    callbacks_spooled: int = 0
+    producer_states: set[str] = field(default_factory=set)  # broker states /ready reported
     callback_latency: list[float] = field(default_factory=list)  # s
     drain_backlog_ids: int = 0
     drain_seconds: float = float("nan")
@@ -150,6 +152,7 @@ class CallbackLoad:
         self.ids = ids
         self.sent = 0
         self.failed = 0
+        self.spooled = 0  # answered 2xx from the producer's local spool (broker slow or away)
         self.latencies: list[float] = []
         self.measuring = False
 
@@ -163,8 +166,10 @@ class CallbackLoad:
             async def one(due: float, body: bytes, measured: bool) -> None:
                 try:
                     async with session.post(self.url, data=body, headers=headers) as response:
-                        await response.read()
+                        answer = await response.read()
                         ok = response.status < 300
+                        if ok and b'"spooled":true' in answer:
+                            self.spooled += 1
                 except (aiohttp.ClientError, TimeoutError):
                     ok = False
                 if not ok:
@@ -188,6 +193,18 @@ class CallbackLoad:
                 self.sent += 1
             if tasks:
                 await asyncio.gather(*tasks)
+
+
+async def delete_topology(queue: str) -> None:
+    """On a fresh connection: the run's may have been closed by the broker."""
+    connection = await aio_pika.connect(AMQP_URI)
+    try:
+        channel = await connection.channel()
+        topology = Topology(queue)
+        for name in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
 
 
 class Bench:
@@ -238,10 +255,8 @@ class Bench:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
-            topology = Topology(self.queue)
-            for name in [topology.work, topology.dead, *map(topology.retry, RETRY_TIERS_MS)]:
-                await channel.queue_delete(name)
             await connection.close()
+            await delete_topology(self.queue)
             await pool.close()
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             await admin.close()
@@ -415,6 +430,9 @@ class Bench:
             figures.timeline.append((now - t_0, (count - last_served) / (now - last_t), depth))
             figures.rss_samples.append((now - t_0, vm_rss_mb(consumer.pid)))
             last_served, last_t = count, now
+            if producer_url is not None:
+                async with http.get(producer_url + "/ready") as response:
+                    figures.producer_states.add(str((await response.json())["broker"]))
             if run.broker_status is not None and len(figures.timeline) % 15 == 1:
                 figures.broker_samples.append(
                     await asyncio.to_thread(run.broker_status)  # rabbitmqctl: ~0.5 s CPU
@@ -474,6 +492,7 @@ class Bench:
         if load is not None:
             figures.callbacks_sent = load.sent
             figures.callbacks_failed = load.failed
+            figures.callbacks_spooled = load.spooled
             figures.callback_latency = load.latencies
         if not run.saturate:
             await self.read_rows(pool, clock, window_start, window_end)

@@ -359,7 +359,7 @@ async def measure(
             )
 
         figures.generator = "wrk" if args.wrk else "aiohttp closed loop"
-        warmup = await saturate(args.warmup)
+        warmup = await saturate(args.warmup) if args.warmup else WrkResult(0, 0, 0, "", 0)
         main_run = await saturate(args.duration)
         figures.rate, figures.p50_ms, figures.p99_ms = (
             main_run.rate,
