@@ -1,9 +1,11 @@
 """Where the consumer's CPU goes: a py-spy sampling profile, summed by layer and by function.
 
 ``py-spy record --format raw`` writes one line per distinct stack, ``frame;frame;… count``, each
-frame ``function (path:line)``, outermost first. Idle time (the event loop waiting in epoll) is not
-sampled, so the counts are CPU time. Each sample is charged to one *layer*: the innermost frame
-that belongs to a known library or to our code decides (so time in aiohttp called from the
+frame ``function (path:line)``, outermost first. With ``--native`` py-spy cannot tell a thread
+waiting in ``epoll_wait`` from a running one, so a sample whose innermost frame is libuv's
+``uv__io_poll`` (or ``epoll_wait`` itself) counts as idle and is left out of the shares: the rest
+is CPU time (the report compares its sum with the process's measured CPU). Each sample is charged
+to one *layer*: the innermost frame that belongs to a known library or to our code decides (so time in aiohttp called from the
 consumer counts as HTTP client, and the consumer's own Python counts as consumer code). With
 ``--native`` the C frames of uvloop and libuv are named too; interpreter internals (``Py_DECREF``
 …) match no layer and are charged to the frame that called them.
@@ -38,9 +40,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*):(?P<line>\d+)\)$")
 
 
+IDLE_FRAMES = ("uv__io_poll", "epoll_wait", "epoll_pwait")
+
+
 @dataclass
 class ProfileSummary:
-    samples: int
+    samples: int  # busy samples (idle ones left out)
+    idle_samples: int
     layers: list[tuple[str, int]]  # layer, samples (self time, by innermost known frame)
     self_top: list[tuple[str, int]]  # "function (file)", samples at the top of the stack
     consumer_inclusive: list[tuple[str, int]]  # our functions, samples with them on the stack
@@ -86,8 +92,11 @@ def summarise(text: str, top: int = 12) -> ProfileSummary:
     layers: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = idle = 0
     for frames, count in parse(text):
+        if frames and frames[-1][0] in IDLE_FRAMES:
+            idle += count
+            continue
         total += count
         layers[layer_of(frames)] += count
         if frames:
@@ -101,13 +110,13 @@ def summarise(text: str, top: int = 12) -> ProfileSummary:
         for name in ours:
             inclusive[name] += count
     return ProfileSummary(
-        total, layers.most_common(), self_time.most_common(top), inclusive.most_common(top)
+        total, idle, layers.most_common(), self_time.most_common(top), inclusive.most_common(top)
     )
 
 
 def main() -> None:
     summary = summarise(Path(sys.argv[1]).read_text())
-    print(f"{summary.samples} samples")
+    print(f"{summary.samples} busy samples, {summary.idle_samples} idle ones left out")
     for name, count in summary.layers:
         print(f"{summary.share(count):5.1f} %  {name}")
     print("top of the stack:")

@@ -48,6 +48,7 @@ class Results:
     overload_factor: float = 4.0
     broker_before: dict[str, object] = field(default_factory=dict)
     broker_after: dict[str, object] = field(default_factory=dict)
+    section_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def ms(value: float) -> str:
@@ -240,7 +241,9 @@ def _header(results: Results) -> list[str]:
         "Written by `python -m bench` — every figure and plot below comes from this one run.",
         smoke,
         f"- command: `{results.command}`",
-        f"- date: {m.date}; commit `{m.commit}`; the run took {results.elapsed_s / 60:.1f} min",
+        f"- date: {m.date}; commit `{m.commit}`; the run took {results.elapsed_s / 60:.1f} min ("
+        + ", ".join(f"{name} {s:.0f} s" for name, s in results.section_seconds.items())
+        + ")",
         f"- machine: {m.cores} cores ({m.cpu}), {m.memory_gb:.1f} GB memory; load average "
         f"(1/5/15 min) {m.load_before} before, {results.load_after} after",
         f"- versions: {versions}",
@@ -506,7 +509,11 @@ def _costs(results: Results) -> list[str]:
         )
     if results.fanout:
         last = results.fanout[-1]
-        rows += _cost_rows(f"fan-out, MAX_CONSUMERS={last.run.max_consumers:,}", last)[:1]
+        rows += [
+            row
+            for row in _cost_rows(f"fan-out, MAX_CONSUMERS={last.run.max_consumers:,}", last)
+            if row[1] == "consumer"
+        ]
     for target, f in results.acceptance:
         rows.append(
             (
@@ -552,10 +559,11 @@ def _profile(results: Results) -> list[str]:
         "",
         f"`py-spy record --native --rate 200` on the consumer for {p.run.profile_seconds:.0f} s "
         f"while the {p.run.rate:,.0f} ids/s load went on (after the measured window: sampling "
-        f"pauses the process briefly). {profile.samples:,} samples "
-        f"(≈ {sampled_s:.1f} s at 200 Hz; the consumer used {p.profile_cpu_seconds:.1f} s of CPU "
-        "meanwhile, so idle waits are essentially not sampled). Each sample is charged to the "
-        "innermost frame that belongs to a known layer (`bench/profile_summary.py`).",
+        f"pauses the process briefly). {profile.samples:,} busy samples (≈ {sampled_s:.1f} s at "
+        f"200 Hz; the consumer used {p.profile_cpu_seconds:.1f} s of CPU meanwhile) and "
+        f"{profile.idle_samples:,} idle ones (waiting in `epoll_wait`) left out. Each sample is "
+        "charged to the innermost frame that belongs to a known layer "
+        "(`bench/profile_summary.py`); interpreter internals go to the layer that called them.",
         "",
         *table(
             ("layer", "share of CPU"),
