@@ -5,10 +5,10 @@ frame ``function (path:line)``, outermost first. With ``--native`` py-spy cannot
 waiting in ``epoll_wait`` from a running one, so a sample whose innermost frame is libuv's
 ``uv__io_poll`` (or ``epoll_wait`` itself) counts as idle and is left out of the shares: the rest
 is CPU time (the report compares its sum with the process's measured CPU). Each sample is charged
-to one *layer*: the innermost frame that belongs to a known library or to our code decides (so time in aiohttp called from the
-consumer counts as HTTP client, and the consumer's own Python counts as consumer code). With
-``--native`` the C frames of uvloop and libuv are named too; interpreter internals (``Py_DECREF``
-…) match no layer and are charged to the frame that called them.
+to one *layer*: the innermost frame that belongs to a known library or to our code decides (so time
+in aiohttp called from the consumer counts as HTTP client, and the consumer's own Python counts as
+consumer code). With ``--native`` the C frames of uvloop and libuv are named too; interpreter
+internals (``Py_DECREF`` …) match no layer and are charged to the frame that called them.
 
     python -m bench.profile_summary PROFILE.txt
 """
