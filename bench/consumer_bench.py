@@ -56,8 +56,10 @@ from bench.measure import (
     AMQP_URI,
     ROOT,
     CpuMeter,
+    database_dsn,
     machine,
     percentile,
+    postgres_env,
     vm_hwm_mb,
     vm_rss_mb,
 )
@@ -232,7 +234,7 @@ class Bench:
     async def run(self) -> ConsumerFigures:
         admin = await asyncpg.connect(ADMIN_DSN)
         await admin.execute(f'CREATE DATABASE "{self.database}"')
-        dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{self.database}"
+        dsn = database_dsn(self.database)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
         await migrate(pool)
         connection = await aio_pika.connect(AMQP_URI)
@@ -314,6 +316,7 @@ class Bench:
                 "SPOOL_PATH": str(self.workdir / "spool.sqlite3"),
                 "LOG_LEVEL": "warning",
                 "LOG_FORMAT": "json",
+                "SHUTDOWN_GRACE": "2s",
             },
         )
         url = f"http://127.0.0.1:{port}"
@@ -336,15 +339,14 @@ class Bench:
         env = {
             "AMQP_URI": AMQP_URI,
             "QUEUE_NAME": self.queue,
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_DB": self.database,
-            "POSTGRES_USER": "postgres",
+            **postgres_env(self.database),
             "TESTER_ENDPOINT": status_url,
             "MAX_CONSUMERS": str(run.max_consumers),
             "BATCH_MAX_ROWS": str(run.batch_rows),
             "BATCH_MAX_DELAY": run.batch_delay,
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
+            "SHUTDOWN_GRACE": "2s",  # in-flight work returns to the queue, deleted anyway
         }
         nice = ["nice", "-n", str(run.consumer_nice)] if run.consumer_nice else []
         profile = ["-m", "cProfile", "-o", run.cprofile_path] if run.cprofile_path else []

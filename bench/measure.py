@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -31,6 +32,23 @@ LIBRARIES = (
     "matplotlib",
     "py-spy",
 )
+
+
+def database_dsn(database: str) -> str:
+    """The admin DSN, pointed at ``database``."""
+    return ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
+
+
+def postgres_env(database: str) -> dict[str, str]:
+    """The services' POSTGRES_* settings for ``database`` on the admin DSN's server."""
+    parts = urlsplit(ADMIN_DSN)
+    return {
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DB": database,
+    }
 
 
 def cpu_model() -> str:

@@ -262,6 +262,7 @@ class Running:
             "PYTHONPATH": str(ROOT),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
+            "SHUTDOWN_GRACE": "2s",  # nothing to finish gracefully in a benchmark
             **target.env,
         }
         self.log_path = workdir / f"{target.name.replace(' ', '_')}.log"
@@ -333,22 +334,25 @@ async def queue_depth_and_delete(queue: str) -> int:
         await connection.close()
 
 
-async def measure(
-    target: Target,
-    script: Path,
-    bodies: list[bytes],
-    args: AcceptanceRun,
-    workdir: Path,
-) -> Figures:
+def start(target: Target, workdir: Path) -> Running:
     port = free_port()
     target.command = [arg.replace("{port}", str(port)) for arg in target.command]
     target.env = {key: value.replace("{port}", str(port)) for key, value in target.env.items()}
+    return Running(target, port, workdir)
+
+
+async def measure(
+    target: Target,
+    running: Running,
+    script: Path,
+    bodies: list[bytes],
+    args: AcceptanceRun,
+) -> Figures:
+    """Measure a started target, then stop it."""
     producer = target.queue is not None
-    running = Running(target, port, workdir)
     figures = Figures()
     spooled_now = 0
     try:
-        await wait_serving(running, producer)
         url = running.url + "/callback"
 
         async def saturate(duration: float) -> WrkResult:
@@ -443,10 +447,19 @@ async def acceptance(
     with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
         workdir = Path(tmp)
         script = wrk_script(bodies, workdir)
-        for target in targets(args, workdir, run_id):
-            if progress is not None:
-                progress(target.name)
-            results.append((target, await measure(target, script, bodies, args, workdir)))
+        chosen = targets(args, workdir, run_id)
+        # Started together (an idle target costs nothing), measured one at a time.
+        running = [start(target, workdir) for target in chosen]
+        try:
+            pairs = list(zip(chosen, running, strict=True))
+            await asyncio.gather(*(wait_serving(r, t.queue is not None) for t, r in pairs))
+            for target, started in pairs:
+                if progress is not None:
+                    progress(target.name)
+                results.append((target, await measure(target, started, script, bodies, args)))
+        finally:
+            for started in running:
+                started.stop()
     return results
 
 

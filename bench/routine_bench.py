@@ -28,7 +28,16 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.measure import ADMIN_DSN, ROOT, CpuMeter, machine, percentile, vm_hwm_mb
+from bench.measure import (
+    ADMIN_DSN,
+    ROOT,
+    CpuMeter,
+    database_dsn,
+    machine,
+    percentile,
+    postgres_env,
+    vm_hwm_mb,
+)
 from common.db import migrate, upsert_last_seen
 
 BATCH_INTERVAL = 0.05  # the consumer's BATCH_MAX_DELAY default
@@ -101,7 +110,7 @@ async def routine_at_scale(
     database = f"bench_routine_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{database}"')
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
+    dsn = database_dsn(database)
     pool = await asyncpg.create_pool(dsn, min_size=4, max_size=8)
     routine: subprocess.Popen[bytes] | None = None
     try:
@@ -131,9 +140,7 @@ async def routine_at_scale(
                 env={
                     **os.environ,
                     "PYTHONPATH": str(ROOT),
-                    "POSTGRES_HOST": "127.0.0.1",
-                    "POSTGRES_DB": database,
-                    "POSTGRES_USER": "postgres",
+                    **postgres_env(database),
                     "OBJECT_TTL": "1h",
                     "ROUTINE_INTERVAL": "1s",
                     "ROUTINE_BATCH_SIZE": str(run.batch_size),
