@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -40,6 +41,7 @@ from bench.report import Results, write
 from bench.routine_bench import RoutineRun, routine_at_scale
 
 Say = Callable[[str, str], None]  # (section, what it does now) -> the progress display
+BENCH_ENV = ("BENCH_AMQP_URI", "BENCH_RABBITMQ_NODE", "BENCH_DATABASE_URL")
 CONSUMER_NICE = 10  # as in the Procfile: the endpoint wins over a saturated consumer
 
 
@@ -205,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     if shutil.which("wrk"):
         plan.acceptance.wrk = shutil.which("wrk")
-    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = Results(MachineInfo.now(), command.strip(), args.smoke)
+    settings = [f"{name}={os.environ[name]}" for name in BENCH_ENV if os.environ.get(name)]
+    words = [*settings, "python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]
+    results = Results(MachineInfo.now(), shlex.join(words), args.smoke)
+    results.broker_before = broker_status()
     started = time.monotonic()
     console = Console(stderr=True)
     with Progress(

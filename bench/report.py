@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import matplotlib
 
@@ -13,7 +15,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from bench.consumer_bench import ConsumerFigures
-from bench.measure import MachineInfo, percentile
+from bench.measure import ADMIN_DSN, AMQP_URI, MachineInfo, percentile
 from bench.producer_bench import Figures, Target
 from bench.profile_summary import ProfileSummary
 from bench.routine_bench import RoutineFigures
@@ -246,7 +248,18 @@ def _header(results: Results) -> list[str]:
         + ")",
         f"- machine: {m.cores} cores ({m.cpu}), {m.memory_gb:.1f} GB memory; load average "
         f"(1/5/15 min) {m.load_before} before, {results.load_after} after",
-        f"- versions: {versions}",
+        f"- versions: {versions}; broker RabbitMQ {results.broker_before.get('version', '?')} "
+        f"(`{urlsplit(AMQP_URI).netloc.rsplit('@', 1)[-1]}`), PostgreSQL "
+        f"`{urlsplit(ADMIN_DSN).netloc.rsplit('@', 1)[-1]}`",
+        *(
+            [
+                f"- the broker is a RabbitMQ node of the benchmark's own (`{node}`, default "
+                "limits, same installation as the shared one), so other sessions' queues and "
+                "fault tests on the shared node neither disturb nor are disturbed by the run"
+            ]
+            if (node := os.environ.get("BENCH_RABBITMQ_NODE"))
+            else []
+        ),
         "- everything on this one machine: RabbitMQ, PostgreSQL, the services, the stand-in "
         "status API and the load generators. **The machine was shared** with other work "
         "(other sessions' tests and loads), so absolute rates and latencies are noisy; CPU per "
