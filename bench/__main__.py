@@ -25,7 +25,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 from rich.console import Console
@@ -61,7 +63,7 @@ class Plan:
 
 
 def full_plan() -> Plan:
-    real = {"delay_min": 0.3, "delay_max": 4.3}
+    real: dict[str, Any] = {"delay_min": 0.3, "delay_max": 4.3}
     return Plan(
         acceptance=AcceptanceRun(duration=10, warmup=2, rate=500, fixed_duration=10),
         fanout=[100, 400, 2000, 5000, 8000, 12000],  # 12,000: the overload's capacity
@@ -93,7 +95,7 @@ def full_plan() -> Plan:
 
 
 def smoke_plan() -> Plan:
-    short = {"delay_min": 0.02, "delay_max": 0.2}
+    short: dict[str, Any] = {"delay_min": 0.02, "delay_max": 0.2}
     return Plan(
         # 4 connections: one message per id at 32 would outrun confirms and fill the spool.
         acceptance=AcceptanceRun(duration=1, warmup=0, connections=4, rate=100, fixed_duration=1),
@@ -146,9 +148,8 @@ async def acceptance(plan: Plan, results: Results, say: Say, _workdir: Path) -> 
 async def fanout(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
     for max_consumers in plan.fanout:
         run = replace(plan.fanout_run, max_consumers=max_consumers)
-        results.fanout.append(
-            await Bench(run, lambda t, n=max_consumers: say(f"2 fan-out {n}", t)).run()
-        )
+        label = f"2 fan-out {max_consumers}"
+        results.fanout.append(await Bench(run, partial(say, label)).run())
 
 
 async def pipeline(plan: Plan, results: Results, say: Say, workdir: Path) -> None:

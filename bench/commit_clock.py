@@ -83,7 +83,7 @@ class CommitClock:
             return {}
         epoch = self.snapshots[0].xmax - self.snapshots[0].xmax % XID_MODULO
         xmaxes = [s.xmax for s in self.snapshots]
-        found: dict[int, float] = {}
+        found: dict[int, tuple[float, float]] = {}
         for xmin in xmins:
             full = epoch + xmin
             if full >= self.snapshots[0].xmax + XID_MODULO // 2:

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from bench.consumer_bench import ConsumerFigures
 from bench.measure import ADMIN_DSN, AMQP_URI, MachineInfo, percentile
@@ -72,7 +73,7 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
     return lines
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def _save(figure: Figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
@@ -322,6 +323,10 @@ def _targets(results: Results) -> list[str]:
         o = results.overload
         rows.append(_overload_verdict(results, o))
     return ["## Targets (issue 14)", "", *table(("target", "goal", "measured", ""), rows), ""]
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
 
 
 def _overload_checks(results: Results, o: ConsumerFigures) -> dict[str, bool]:
@@ -655,7 +660,7 @@ def _overload(results: Results) -> list[str]:
         {
             str(a)
             for s in (results.broker_before, *o.broker_samples, results.broker_after)
-            for a in s.get("alarms", []) or []
+            for a in _as_list(s.get("alarms"))
         }
     )
     capacity_text = (
