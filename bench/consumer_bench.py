@@ -155,6 +155,7 @@ class CallbackLoad:
         self.sent = 0
         self.failed = 0
         self.spooled = 0  # answered 2xx from the producer's local spool (broker slow or away)
+        self.failed_ids = 0  # ids of failed callbacks: maybe never enqueued
         self.latencies: list[float] = []
         self.measuring = False
 
@@ -176,6 +177,7 @@ class CallbackLoad:
                     ok = False
                 if not ok:
                     self.failed += 1
+                    self.failed_ids += IDS_PER_CALLBACK
                 elif measured:
                     self.latencies.append(time.perf_counter() - due)
 
@@ -468,18 +470,20 @@ class Bench:
             await offer
             stop_drain = time.monotonic()
             served_now, _ = await served()
-            figures.drain_backlog_ids = max(self.offered_ids - served_now, 0)
+            # Ids of a failed callback may never have been enqueued: do not wait for them.
+            expected = self.offered_ids - (load.failed_ids if load is not None else 0)
+            figures.drain_backlog_ids = max(expected - served_now, 0)
             self.progress(f"draining {figures.drain_backlog_ids:,} ids")
             while time.monotonic() - stop_drain < run.drain_timeout:
                 served_now, _ = await served()
-                if served_now >= self.offered_ids:
+                if served_now >= expected:
                     figures.drain_seconds = time.monotonic() - stop_drain
                     break
                 figures.rss_samples.append((time.monotonic() - t_0, vm_rss_mb(consumer.pid)))
                 declared = await channel.declare_queue(self.queue, passive=True)
                 depth = declared.declaration_result.message_count or 0
                 figures.timeline.append((time.monotonic() - t_0, float("nan"), depth))
-                self.progress(f"draining: {self.offered_ids - served_now:,} ids left")
+                self.progress(f"draining: {expected - served_now:,} ids left")
                 await asyncio.sleep(0.5)
         if not run.saturate:  # let the last rows of the window land
             await self.wait_window_stored(pool, window_end)
