@@ -128,6 +128,10 @@ class ConsumerFigures:
     freshness: list[float] = field(default_factory=list)  # answered - received, s
     overhead: list[float] = field(default_factory=list)  # commit - received - delay, s
     overhead_lower: list[float] = field(default_factory=list)  # same, from the bracket's start
+    # The overhead in two parts: up to the answer (delivery, queueing for a slot, HTTP, the
+    # status API's own lag) and after it (batching, the commit).
+    to_answer: list[float] = field(default_factory=list)  # last_seen - received - delay
+    to_commit: list[float] = field(default_factory=list)  # commit - last_seen
     commit_uncertainty: list[float] = field(default_factory=list)  # width of each commit bracket
     callbacks_sent: int = 0
     callbacks_failed: int = 0
@@ -264,8 +268,17 @@ class Bench:
             await pool.close()
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             await admin.close()
+            self.keep_logs()
             shutil.rmtree(self.workdir, ignore_errors=True)
         return self.figures
+
+    def keep_logs(self) -> None:
+        """Copy the services' logs to ``BENCH_KEEP_LOGS``, if set, for a diagnosis."""
+        keep = os.environ.get("BENCH_KEEP_LOGS")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for log in self.workdir.glob("*.log"):
+                shutil.copy(log, Path(keep) / f"{self.queue}.{log.name}")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
@@ -559,6 +572,9 @@ class Bench:
             if bracket is not None:
                 delay = status_delay(row["id"], run.delay_min, run.delay_max)
                 figures.overhead.append(bracket[1] - received - delay)
+                answered = row["last_seen"].timestamp()
+                figures.to_answer.append(answered - received - delay)
+                figures.to_commit.append(bracket[1] - answered)
                 figures.overhead_lower.append(bracket[0] - received - delay)
                 figures.commit_uncertainty.append(bracket[1] - bracket[0])
 
@@ -599,6 +615,16 @@ def print_figures(figures: ConsumerFigures) -> None:
             f"commit time known to {1000 * percentile(figures.commit_uncertainty, 0.5):.0f} ms "
             f"p50, {1000 * percentile(figures.commit_uncertainty, 0.99):.0f} ms p99)"
         )
+    if figures.to_answer:
+        for name, part in (("to answer", figures.to_answer), ("to commit", figures.to_commit)):
+            print(
+                f"    of which {name}: p50 {1000 * percentile(part, 0.5):.0f} ms "
+                f"p99 {1000 * percentile(part, 0.99):.0f} ms"
+            )
+    print(
+        "  timeline (s: ids/s, backlog msgs): "
+        + ", ".join(f"{t:.0f}: {r:.0f}/{d}" for t, r, d in figures.timeline[::5])
+    )
     if run.via_producer:
         print(
             f"  callbacks         {figures.callbacks_sent} sent, {figures.callbacks_failed} missed"

@@ -485,6 +485,20 @@ def _pipeline(results: Results) -> list[str]:
                     f"{len(lo):,}",
                 ),
                 (
+                    "… of which up to the answer (delivery, waiting for a slot, HTTP)",
+                    ms(percentile(p.to_answer, 0.5)),
+                    ms(percentile(p.to_answer, 0.99)),
+                    ms(max(p.to_answer, default=float("nan"))),
+                    "",
+                ),
+                (
+                    "… of which after it (batching, the commit)",
+                    ms(percentile(p.to_commit, 0.5)),
+                    ms(percentile(p.to_commit, 0.99)),
+                    ms(max(p.to_commit, default=float("nan"))),
+                    "",
+                ),
+                (
                     "commit-time bracket width",
                     ms(percentile(p.commit_uncertainty, 0.5)),
                     ms(percentile(p.commit_uncertainty, 0.99)),
