@@ -224,6 +224,9 @@ def write(results: Results, output: Path) -> Path:
     if results.overload is not None:
         plot_overload(results.overload, plots / "overload.png")
         lines += _overload(results)
+    notes = plots / "NOTES.md"
+    if notes.exists():  # hand-written reading of a run, kept across runs (it carries its date)
+        lines += ["## Reading the run (hand-written: benchmarks/NOTES.md)", "", notes.read_text()]
     path = output / "BENCHMARKS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -526,7 +529,13 @@ def _pipeline(results: Results) -> list[str]:
 
 def _cost_rows(label: str, figures: ConsumerFigures) -> list[tuple[str, ...]]:
     return [
-        (label, name, f"{cost.cpu_ms_per_id:.3f}", f"{cost.cpu_seconds:.1f}", num(cost.peak_rss_mb))
+        (
+            label,
+            name,
+            f"{cost.cpu_ms_per_id:.3f}",
+            f"{cost.cpu_seconds:.1f} ({cost.cpu_seconds / figures.window:.0%} of a core)",
+            num(cost.peak_rss_mb),
+        )
         for name, cost in figures.costs.items()
     ]
 
@@ -571,7 +580,8 @@ def _costs(results: Results) -> list[str]:
         "## 4. CPU per id and peak memory of each service",
         "",
         "CPU is user + system time from `/proc/<pid>/stat` over each measured window, divided by "
-        'the ids the status API answered in it; peak memory is `VmHWM`. "load generator" is the '
+        "the ids the status API answered in it (under overload fewer are answered than offered: "
+        'read the share of a core there); peak memory is `VmHWM`. "load generator" is the '
         "benchmark process itself (callback sender, stats polling, the commit clock). The status "
         "API is the stand-in; the broker and the database are shared with other work and not "
         "counted.",
@@ -706,7 +716,11 @@ def _overload(results: Results) -> list[str]:
                     f"{ms(percentile(o.callback_latency, 0.99))} / "
                     f"{ms(max(o.callback_latency, default=float('nan')))} ms",
                 ),
-                ("served during the offer", f"{o.rate:,.0f} ids/s"),
+                (
+                    "served during the offer",
+                    f"**{o.rate:,.0f} ids/s** ("
+                    + (f"{o.rate / capacity.rate:.0%} of capacity)" if capacity else "?)"),
+                ),
                 ("largest backlog", f"{o.max_backlog:,} messages"),
                 (
                     "consumer RSS, peak sampled / VmHWM",
