@@ -140,6 +140,7 @@ async def run_plan(plan: Plan, results: Results, say: Callable[[str, str], None]
 
 
 async def acceptance(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    results.acceptance_connections = plan.acceptance.connections
     results.acceptance = await run_acceptance(
         plan.acceptance, lambda text: say("1 acceptance", text)
     )

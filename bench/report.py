@@ -42,6 +42,7 @@ class Results:
     load_after: str = ""
     elapsed_s: float = 0.0
     acceptance: list[tuple[Target, Figures]] = field(default_factory=list)
+    acceptance_connections: int = 32
     fanout: list[ConsumerFigures] = field(default_factory=list)
     pipeline: ConsumerFigures | None = None
     profile: ProfileSummary | None = None
@@ -380,11 +381,11 @@ def _acceptance(results: Results) -> list[str]:
     return [
         "## 1. Acceptance: 200-id callbacks",
         "",
-        f"Saturation with {generator} (32 keep-alive connections, 64 bodies of 200 distinct "
-        "random ids); latency from an open-loop generator at a fixed rate (request *i* due at "
-        "start + i/rate, latency counted from then: no coordinated omission). The producer's "
-        "answers are durable (publisher confirms); the count of messages in its queue is checked "
-        "after each run.",
+        f"Saturation with {generator} ({results.acceptance_connections} keep-alive connections, "
+        "64 bodies of 200 distinct random ids); latency from an open-loop generator at a fixed "
+        "rate (request *i* due at start + i/rate, latency counted from then: no coordinated "
+        "omission). The producer's answers are durable (publisher confirms); the count of "
+        "messages in its queue is checked after each run.",
         "",
         *table(
             (
