@@ -56,12 +56,16 @@ class ProfileSummary:
 
 
 def short(path: str) -> str:
-    for marker in ("site-packages/", "/lib/python3", "/work/", "/consumer/", "/common/"):
-        if marker in path:
-            tail = path.split(marker, 1)[1]
-            if marker == "/lib/python3":
-                tail = tail.split("/", 1)[1] if "/" in tail else tail
-            return tail
+    """A frame's file without the install location: ``aiohttp/streams.py``,
+    ``consumer/worker.py``, ``asyncio/streams.py``."""
+    for package in ("/consumer/", "/common/"):
+        if package in path:
+            return package[1:] + path.rsplit(package, 1)[1]
+    if "site-packages/" in path:
+        return path.rsplit("site-packages/", 1)[1]
+    if "/lib/python3" in path:
+        tail = path.rsplit("/lib/python3", 1)[1]
+        return tail.split("/", 1)[1] if "/" in tail else tail
     return path
 
 
