@@ -8,7 +8,9 @@ up once; the tests run in file order against it, the last one takes it down. The
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -56,7 +58,7 @@ def up(engine: Engine, base_images: dict[str, str]) -> Iterator[Up]:
         project.down()
 
 
-def tester(project: Project, method: str, path: str, **kwargs: Any) -> Any:
+def call_tester(project: Project, method: str, path: str, **kwargs: Any) -> Any:
     answer = httpx.request(method, project.url("TESTER_HOST_PORT", path), timeout=10, **kwargs)
     answer.raise_for_status()
     return answer.json()
@@ -115,9 +117,11 @@ def test_four_consumers_share_the_queue_after_scale(up: Up) -> None:
 
 def test_a_killed_consumer_and_a_restarted_broker_lose_no_callback(up: Up) -> None:
     project = up.project
-    first_seq = tester(project, "GET", "/ledger")["total"]
+    first_seq = call_tester(project, "GET", "/ledger")["total"]
     victim = project.containers("consumer")[0]
-    project.engine.docker("kill", victim["Id"])
+    # A crash, as the kernel's OOM killer does it: SIGKILL to the container's process from the host.
+    # (`docker kill` counts as a manual stop, which the unless-stopped policy never restarts.)
+    os.kill(victim["State"]["Pid"], signal.SIGKILL)
 
     def restarted() -> bool:
         (again,) = json.loads(project.engine.docker("inspect", victim["Id"]))
@@ -127,14 +131,14 @@ def test_a_killed_consumer_and_a_restarted_broker_lose_no_callback(up: Up) -> No
     project.compose("restart", "rabbitmq", timeout=120)
     wait_until(project.all_healthy, timeout=120, interval=1, what="every service healthy again")
     # Load goes on after the restart: at least 25 more callbacks, then the tester pauses.
-    after_restart = tester(project, "GET", "/ledger")["total"]
+    after_restart = call_tester(project, "GET", "/ledger")["total"]
     wait_until(
-        lambda: tester(project, "GET", "/ledger")["total"] >= after_restart + 25,
+        lambda: call_tester(project, "GET", "/ledger")["total"] >= after_restart + 25,
         timeout=60,
         what="callbacks after the broker restart",
     )
-    tester(project, "POST", "/control", json={"paused": True})
-    records = tester(project, "GET", f"/ledger?after={first_seq}")["records"]
+    call_tester(project, "POST", "/control", json={"paused": True})
+    records = call_tester(project, "GET", f"/ledger?after={first_seq}")["records"]
     assert sum(1 for r in records if r["ok"]) >= 25
 
     def settled() -> Any:
@@ -161,7 +165,7 @@ def test_the_image_runs_as_its_non_root_user_and_is_healthy(up: Up) -> None:
 
 def test_stop_exits_zero_and_start_keeps_data_and_spool(up: Up) -> None:
     project = up.project
-    tester(project, "POST", "/control", json={"paused": True})
+    call_tester(project, "POST", "/control", json={"paused": True})
     before = stored(project)
     assert before
     # With the broker away the producer spools: those ids exist only in the spool volume.
@@ -181,7 +185,8 @@ def test_stop_exits_zero_and_start_keeps_data_and_spool(up: Up) -> None:
     }
     assert set(exits.values()) == {("exited", 0)}, exits
 
-    project.compose("start", "--wait", "--wait-timeout", "180", timeout=240)
+    project.compose("start", timeout=240)
+    wait_until(project.all_healthy, timeout=180, interval=1, what="every service healthy again")
     after = stored(project)
     assert set(before) <= set(after), "rows lost across stop/start"
     online = {i for i in SPOOLED_IDS if i % 2 == 0}
