@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from tests.support.compose_files import load_compose as load
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MODULES = {"producer", "consumer", "routine", "tester"}
 SECRET_VARIABLES = {"AMQP_URI", "POSTGRES_PASSWORD", "CALLBACK_SIGNING_SECRETS"}
-
-
-class _ComposeLoader(yaml.SafeLoader):
-    """Compose's merge tags: ``!reset`` (drop the base value) and ``!override``."""
-
-
-def _tagged(tag: str) -> Any:
-    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.SequenceNode):
-            value: Any = loader.construct_sequence(node)
-        elif isinstance(node, yaml.MappingNode):
-            value = loader.construct_mapping(node)
-        else:
-            value = loader.construct_scalar(node)  # type: ignore[arg-type]
-        return {"__tag__": tag, "value": value}
-
-    return construct
-
-
-_ComposeLoader.add_constructor("!reset", _tagged("reset"))
-_ComposeLoader.add_constructor("!override", _tagged("override"))
-
-
-def load(name: str) -> dict[str, Any]:
-    return yaml.load((ROOT / name).read_text(), Loader=_ComposeLoader)
 
 
 BASE = load("docker-compose.yml")
@@ -107,45 +80,3 @@ def test_production_reads_every_secret_from_a_mounted_file() -> None:
             assert "AMQP_URI_FILE" in PROD["services"][name]["environment"], name
         if name in ("consumer", "routine"):
             assert "POSTGRES_PASSWORD_FILE" in PROD["services"][name]["environment"], name
-
-
-def test_both_files_merge_when_compose_v2_is_installed(tmp_path: Path) -> None:
-    docker = shutil.which("docker")
-    probe = (
-        subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
-        if docker
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        pytest.skip("the docker compose v2 plugin is not installed")
-    secrets = ROOT / "secrets"
-    created = not secrets.exists()
-    if created:
-        secrets.mkdir()
-        for name in PROD["secrets"]:
-            (secrets / name).write_text("x\n")
-    try:
-        result = subprocess.run(
-            [
-                docker,
-                "compose",
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "docker-compose.prod.yml",
-                "config",
-                "--format",
-                "json",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    finally:
-        if created:
-            shutil.rmtree(secrets)
-    assert result.returncode == 0, result.stderr
-    merged = json.loads(result.stdout)["services"]
-    assert not merged["rabbitmq"].get("ports")
-    assert not merged["db"].get("ports")
