@@ -18,7 +18,9 @@ from consumer import metrics
 from consumer.backoff import retry_tiers
 from consumer.batch_writer import BatchWriter
 from consumer.settings import ConsumerSettings
+from consumer.status import StatusClientKind, StatusLookup
 from consumer.status_client import FAST_PATH, StatusClient
+from consumer.status_standard import StandardStatusClient
 from consumer.subscription import Subscription
 from consumer.worker import Worker
 
@@ -27,7 +29,13 @@ log = structlog.get_logger("consumer")
 
 def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
     """The fast paths these settings select (checked at start-up)."""
-    return (FAST_PATH,)
+    return (FAST_PATH,) if settings.status_client == "fast" else ()
+
+
+STATUS_CLIENTS: dict[StatusClientKind, type[StatusClient | StandardStatusClient]] = {
+    "fast": StatusClient,
+    "standard": StandardStatusClient,
+}
 
 
 PUBLISH_TIMEOUT = 10.0
@@ -68,7 +76,7 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         )
         try:
             await migrate(pool)
-            async with StatusClient(
+            async with STATUS_CLIENTS[settings.status_client](
                 settings.status_base_url,
                 max_connections=settings.max_consumers,
                 timeout=settings.status_timeout,
@@ -85,7 +93,7 @@ async def _serve(
     settings: ConsumerSettings,
     connection: aio_pika.abc.AbstractRobustConnection,
     pool: Executor,
-    status: StatusClient,
+    status: StatusLookup,
     stop: asyncio.Event,
 ) -> None:
     tiers = retry_tiers(settings.retry_base_delay, settings.retry_max_delay)

@@ -4,6 +4,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from common.amqp import RETRY_TIERS_MS
 from common.settings import AmqpSettings, Duration, PostgresSettings
+from consumer.status import StatusClientKind
 
 
 class ConsumerSettings(AmqpSettings, PostgresSettings):
@@ -17,6 +18,11 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
     )
     status_timeout: Duration = Field(
         10.0, gt=0, description="connect and read timeout of one status request"
+    )
+    status_client: StatusClientKind = Field(
+        "fast",
+        description="fast (aiohttp's connector and protocol driven directly, pinned aiohttp) or "
+        "standard (a plain aiohttp ClientSession: more CPU, any aiohttp)",
     )
     max_attempts: int = Field(
         8, ge=1, le=100, description="status lookups per id before it goes to the dead letters"

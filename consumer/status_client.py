@@ -1,9 +1,10 @@
-"""Asking the status API whether an id is online: aiohttp (one connection pool per process).
+"""The fast status client (``STATUS_CLIENT=fast``, the default): aiohttp's connector and
+response protocol driven directly, below aiohttp's public API.
 
-An answer counts only if it is HTTP 200 with a JSON object holding the requested integer ``id``
-and a boolean ``online``. Everything else (a timeout, a refused or reset connection, a 5xx, a
-body that is not that JSON) raises :class:`StatusFailure` with a short reason, which the worker
-turns into a delayed retry.
+It answers exactly as :class:`consumer.status_standard.StandardStatusClient` does (the same tests
+run against both; the rules are in :mod:`consumer.status`) at about half the CPU per request. It
+relies on aiohttp internals, so aiohttp is pinned to the tested minor in pyproject.toml and
+checked at start-up (:data:`FAST_PATH`); on an untested aiohttp, ``STATUS_CLIENT=standard``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import hdrs
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
@@ -25,45 +25,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from common.versions import FastPath
+from consumer.status import (
+    SKIPPED_HEADERS,
+    StatusFailure,
+    check_length,
+    connect_failure,
+    parse_status,
+    status_connector,
+)
 
 FAST_PATH = FastPath(("aiohttp",), "STATUS_CLIENT=standard")
 """This client drives aiohttp's connector and response protocol directly."""
 
-MAX_BODY_BYTES = 4096
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
-class StatusFailure(Exception):
-    """No usable answer for one id this time; worth a later retry."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def parse_status(object_id: int, http_status: int, body: bytes) -> bool:
-    """The ``online`` flag of a status answer, or :class:`StatusFailure` saying what is wrong."""
-    if http_status != 200:
-        raise StatusFailure(f"http {http_status}")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise StatusFailure("bad body: not JSON") from None
-    if not isinstance(data, dict):
-        raise StatusFailure("bad body: not a JSON object")
-    answered_id = data.get("id")
-    if type(answered_id) is not int:
-        raise StatusFailure("bad body: id is not an integer")
-    if answered_id != object_id:
-        raise StatusFailure(f"wrong id: asked {object_id}, answered {answered_id}")
-    online = data.get("online")
-    if type(online) is not bool:
-        raise StatusFailure("bad body: online is not a boolean")
-    return online
-
-
 class StatusClient:
-    """``async with StatusClient(...) as client: await client.online(42)``.
+    """``async with StatusClient(...) as client: await client.lookup(42)``.
 
     aiohttp does the HTTP: its ``TCPConnector`` pools the keep-alive connections (``limit`` =
     ``max_connections``, connect timeout, DNS cache), its ``ResponseHandler`` protocol and C
@@ -109,22 +87,15 @@ class StatusClient:
 
     async def __aenter__(self) -> StatusClient:
         self._loop = loop = asyncio.get_running_loop()
-        self._connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=0,
-            ttl_dns_cache=60,
-            # Idle connections are kept longer than aiohttp's 15 s so that a dip in load does
-            # not cost a reconnect storm on the next peak (servers keep idle ones for 75 s+).
-            keepalive_timeout=30,
-        )
+        self._connector = status_connector(self._max_connections)
         # The request every lookup sends, built by aiohttp: it carries the connection key for
-        # the pool, and its head (request line, Host, Accept; no User-Agent, no
-        # Accept-Encoding: nothing to decompress) is rendered once; a lookup adds its id.
+        # the pool, and its head (request line, Host, Accept) is rendered once; a lookup adds
+        # its id.
         self._request = ClientRequest(
             "GET",
             URL(self._base, encoded=True),
             loop=loop,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            skip_auto_headers=SKIPPED_HEADERS,
         )
         version = self._request.version
         headers = "".join(f"{name}: {value}\r\n" for name, value in self._request.headers.items())
@@ -139,6 +110,9 @@ class StatusClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -157,7 +131,7 @@ class StatusClient:
                     expired.add(task)
                     task.cancel()
 
-    async def online(self, object_id: int) -> bool:
+    async def lookup(self, object_id: int) -> bool:
         """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
         gives no usable answer."""
         assert self._connector is not None, "use StatusClient as an async context manager"
@@ -185,12 +159,10 @@ class StatusClient:
         for resend in (False, True):
             try:
                 connection = await connector.connect(self._request, [], self._connect_timeout)
-            except aiohttp.ClientConnectorError as error:
-                raise StatusFailure(f"cannot connect: {error.os_error!r}") from None
             except TimeoutError:
                 raise StatusFailure("timeout") from None
             except aiohttp.ClientError as error:
-                raise StatusFailure(f"http error: {error!r}") from None
+                raise connect_failure(error) from None
             try:
                 status, body = await _exchange(connection, head)
             except StatusFailure:
@@ -200,7 +172,7 @@ class StatusClient:
                 connection.close()
                 if not resend and _is_reset(error):
                     continue
-                raise StatusFailure(f"connection lost: {error!r}") from None
+                raise connect_failure(error) from None
             except (aiohttp.ClientError, HttpProcessingError) as error:
                 connection.close()
                 raise StatusFailure(f"http error: {error!r}") from None
@@ -231,8 +203,7 @@ async def _exchange(connection: Connection, head: bytes) -> tuple[int, bytes]:
         # ClientResponse does it.
         message, payload = await protocol.read()
     length = message.headers.get(hdrs.CONTENT_LENGTH)
-    if length is not None and int(length) > MAX_BODY_BYTES:
-        raise StatusFailure(f"bad body: {length} bytes")
+    check_length(None if length is None else int(length))
     return message.code, await payload.read()
 
 

@@ -31,7 +31,7 @@ from consumer.ledger import Delivery, Next, exhausted, summarize
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
-from consumer.status_client import StatusClient, StatusFailure
+from consumer.status import StatusFailure, StatusLookup
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ class Worker:
     def __init__(
         self,
         settings: ConsumerSettings,
-        status: StatusClient,
+        status: StatusLookup,
         publish: Publish,
         rng: random.Random | None = None,
     ) -> None:
@@ -126,7 +126,7 @@ class Worker:
         reason: str | None = None
         online = False
         try:
-            online = await self._status.online(object_id)
+            online = await self._status.lookup(object_id)
         except StatusFailure as failure:
             reason = failure.reason
         except asyncio.CancelledError:

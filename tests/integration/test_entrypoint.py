@@ -53,3 +53,14 @@ def test_an_untested_library_version_exits_2_with_one_line(
         f"{package} {tested}.x; install the tested version, or set {fallback}"
     ]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_standard_status_client_runs_on_an_untested_aiohttp(tmp_path: Path) -> None:
+    """``STATUS_CLIENT=standard`` uses aiohttp's public API only: no version check stops it. It
+    goes on to connect (here to nothing) and exits 1 for that, not 2."""
+    fakes = fake_distribution(tmp_path / "fakes", "aiohttp", "3.15.2")
+    env = {**UNREACHABLE, "STATUS_CLIENT": "standard", "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}"}
+    result = run_module("consumer", env, tmp_path / "run")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dependency_unavailable" in result.stdout
+    assert "tested with" not in result.stdout + result.stderr

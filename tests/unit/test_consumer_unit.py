@@ -28,7 +28,7 @@ from consumer.ledger import Delivery, Next, exhausted, summarize
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
-from consumer.status_client import StatusFailure, parse_status
+from consumer.status import StatusFailure, parse_status
 from consumer.subscription import looks_stuck, needs_resize, prefetch_for
 from consumer.worker import Worker
 
@@ -299,7 +299,7 @@ class _FakeDelivery:
 
 
 class _AllOffline:
-    async def online(self, object_id: int) -> bool:
+    async def lookup(self, object_id: int) -> bool:
         await asyncio.sleep(0.005)
         return False
 

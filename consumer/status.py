@@ -1,0 +1,97 @@
+"""The status lookup seam: what the worker asks, and the answer rules every client shares.
+
+An answer counts only if it is HTTP 200 with a JSON object holding the requested integer ``id``
+and a boolean ``online``. Everything else (a timeout, a refused or reset connection, a 5xx, a
+body that is not that JSON, one over :data:`MAX_BODY_BYTES`) raises :class:`StatusFailure` with a
+short reason, which the worker turns into a delayed retry.
+
+Two clients implement :class:`StatusLookup` with the same connection pool settings and the same
+answers: ``STATUS_CLIENT=fast`` (:mod:`consumer.status_client`, the default, which drives
+aiohttp's connector and protocol below its public API) and ``STATUS_CLIENT=standard``
+(:mod:`consumer.status_standard`, a plain ``aiohttp.ClientSession``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import aiohttp
+import orjson
+
+StatusClientKind = Literal["fast", "standard"]
+
+MAX_BODY_BYTES = 4096
+
+
+class StatusFailure(Exception):
+    """No usable answer for one id this time; worth a later retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StatusLookup(Protocol):
+    """Whether an id is online, per the status API."""
+
+    async def lookup(self, object_id: int) -> bool:
+        """The ``online`` flag for ``object_id``; :class:`StatusFailure` if there is no usable
+        answer this time."""
+        ...
+
+    async def close(self) -> None:
+        """Close the pooled connections; in-flight lookups are the caller's to finish first."""
+        ...
+
+
+def parse_status(object_id: int, http_status: int, body: bytes) -> bool:
+    """The ``online`` flag of a status answer, or :class:`StatusFailure` saying what is wrong."""
+    if http_status != 200:
+        raise StatusFailure(f"http {http_status}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise StatusFailure("bad body: not JSON") from None
+    if not isinstance(data, dict):
+        raise StatusFailure("bad body: not a JSON object")
+    answered_id = data.get("id")
+    if type(answered_id) is not int:
+        raise StatusFailure("bad body: id is not an integer")
+    if answered_id != object_id:
+        raise StatusFailure(f"wrong id: asked {object_id}, answered {answered_id}")
+    online = data.get("online")
+    if type(online) is not bool:
+        raise StatusFailure("bad body: online is not a boolean")
+    return online
+
+
+def check_length(content_length: int | None) -> None:
+    """Refuse an announced body over :data:`MAX_BODY_BYTES` before reading it."""
+    if content_length is not None and content_length > MAX_BODY_BYTES:
+        raise StatusFailure(f"bad body: {content_length} bytes")
+
+
+def status_connector(max_connections: int) -> aiohttp.TCPConnector:
+    """The keep-alive pool both clients use: at most ``max_connections`` sockets (the worker
+    never has more lookups in flight, so no request waits for a connection)."""
+    return aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        # Idle connections are kept longer than aiohttp's 15 s so that a dip in load does
+        # not cost a reconnect storm on the next peak (servers keep idle ones for 75 s+).
+        keepalive_timeout=30,
+    )
+
+
+# Sent by neither client: no User-Agent, and no Accept-Encoding (nothing to decompress).
+SKIPPED_HEADERS = ("User-Agent", "Accept-Encoding")
+
+
+def connect_failure(error: aiohttp.ClientError) -> StatusFailure:
+    """The reason for an error raised while getting a connection or an answer on it."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return StatusFailure(f"cannot connect: {error.os_error!r}")
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return StatusFailure(f"connection lost: {error!r}")
+    return StatusFailure(f"http error: {error!r}")
