@@ -7,15 +7,16 @@ import random
 import time
 from datetime import UTC, datetime
 
+import aio_pika
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.amqp import RETRY_TIERS_MS
+from common.amqp import RETRY_TIERS_MS, Topology
 from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
-from consumer.backoff import plan_retry, retry_tiers, tier_for
+from consumer.backoff import RetryPolicy, plan_retry, retry_tiers, tier_for
 from consumer.dead_letter import (
     ERRORS_HEADER,
     KIND_HEADER,
@@ -303,37 +304,37 @@ class _AllOffline:
         await asyncio.sleep(0.005)
         return False
 
+    async def close(self) -> None:
+        pass
+
 
 class _NoRows:
-    def add(self, *_: object) -> None:
+    def add(self, object_id: int, seen: datetime, owner: object) -> None:
         raise AssertionError("offline ids are never written")
 
 
-async def test_drain_returns_unstarted_messages_even_while_lookups_finish(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def _no_publish(message: aio_pika.Message, routing_key: str) -> None:
+    raise AssertionError("nothing fails, so nothing is retried")
+
+
+def _worker(max_in_flight: int = 1) -> Worker:
+    return Worker(
+        _AllOffline(),
+        _NoRows(),
+        _no_publish,
+        topology=Topology("q"),
+        max_in_flight=max_in_flight,
+        retry=RetryPolicy(max_attempts=3, base_delay=0.25, max_delay=0.5),
+    )
+
+
+async def test_drain_returns_unstarted_messages_even_while_lookups_finish() -> None:
     """Regression: a lookup finishing during a nack used to start a message drain was about to
     return, and drain died with ValueError instead of finishing the shutdown."""
-    for name, value in {
-        "AMQP_URI": "amqp://u:p@localhost:5672/",
-        "QUEUE_NAME": "q",
-        "POSTGRES_HOST": "db",
-        "POSTGRES_DB": "d",
-        "POSTGRES_USER": "u",
-        "TESTER_ENDPOINT": "http://tester:9010",
-        "MAX_CONSUMERS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings = ConsumerSettings(_env_file=None)  # type: ignore[call-arg]
-
-    async def publish(message: object, routing_key: str) -> None:
-        raise AssertionError("nothing fails, so nothing is retried")
-
-    worker = Worker(settings, _AllOffline(), publish)  # type: ignore[arg-type]
-    worker.attach(_NoRows())  # type: ignore[arg-type]
+    worker = _worker(max_in_flight=1)
     deliveries = [_FakeDelivery(ids) for ids in ([1, 2], [3], [4], [5])]
     for delivery in deliveries:
-        await worker.on_message(delivery)  # type: ignore[arg-type]
+        await worker.on_message(delivery)
 
     await worker.drain(time.monotonic() + 5)
     await worker.wait_side_tasks(time.monotonic() + 5)
