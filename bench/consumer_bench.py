@@ -168,6 +168,7 @@ class Bench:
             "MAX_CONSUMERS": str(args.max_consumers),
             "BATCH_MAX_ROWS": str(args.batch_rows),
             "BATCH_MAX_DELAY": args.batch_delay,
+            "STATUS_CLIENT": args.status_client,
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
             "PYTHONPATH": str(ROOT),
@@ -275,7 +276,8 @@ class Bench:
         answered_lag = await self.answered_freshness(pool)
         mean_delay = (args.delay_min + args.delay_max) / 2
         print(
-            f"mode={args.mode} max_consumers={args.max_consumers} "
+            f"mode={args.mode} status_client={args.status_client} "
+            f"max_consumers={args.max_consumers} "
             f"ids/message={args.ids_per_message} delay={args.delay_min}-{args.delay_max}s "
             f"batch={args.batch_rows} rows/{args.batch_delay} window={t_1 - t_0:.0f}s "
             f"(after {args.warmup:.0f}s warm-up)"
@@ -333,6 +335,12 @@ def main() -> None:
     parser.add_argument("--delay-max", type=float, default=4.3)
     parser.add_argument("--batch-rows", type=int, default=500)
     parser.add_argument("--batch-delay", default="50ms")
+    parser.add_argument(
+        "--status-client",
+        choices=["fast", "standard"],
+        default="fast",
+        help="the consumer's STATUS_CLIENT",
+    )
     parser.add_argument("--profile", help="run the consumer under cProfile, stats to this file")
     args = parser.parse_args()
     if args.mode == "saturate" and not args.backlog:
