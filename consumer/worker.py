@@ -11,6 +11,7 @@ the message's last lookup answers, then all its failures go, as one message, to 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import aio_pika
 import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from common.amqp import AMQP_ERRORS, SETTLE_ERRORS, Topology, cancelled_by_broker
 from common.messages import MalformedMessage, decode_message
@@ -98,7 +100,8 @@ class Worker:
         try:
             work = decode_message(message.body)
         except MalformedMessage as error:
-            await self._dead_letter_malformed(message, str(error))
+            with bound_contextvars(message_id=message.message_id):
+                await self._dead_letter_malformed(message, str(error))
             return
         delivery = Delivery(message, work)
         self.stats.ids += len(work.ids)
@@ -188,12 +191,20 @@ class Worker:
     def _advance(self, delivery: Delivery[Message]) -> None:
         step = delivery.next_step()
         if step is Next.ACK:
-            self._spawn(self._ack(delivery))
+            self._spawn(self._ack(delivery), delivery)
         elif step is Next.HAND_OFF:
-            self._spawn(self._hand_off(delivery))
+            self._spawn(self._hand_off(delivery), delivery)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
+    def _spawn(self, coroutine: Any, delivery: Delivery[Message]) -> None:
+        """Settle ``delivery`` in a task of its own, its logs bound to the message (the task's
+        context is a copy: the binding ends with it)."""
+        context = contextvars.copy_context()
+        context.run(
+            bind_contextvars,
+            callback_id=delivery.work.callback_id,
+            message_id=delivery.token.message_id,
+        )
+        task = self._loop.create_task(coroutine, context=context)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -214,7 +225,6 @@ class Worker:
             # redelivery is harmless (upserts only move forward).
             log.warning(
                 "ack_failed",
-                callback_id=delivery.work.callback_id,
                 error=repr(error),
                 outcome="will be redelivered",
             )
@@ -227,7 +237,6 @@ class Worker:
                 self.stats.dead += len(failures)
                 log.warning(
                     "ids_dead_lettered",
-                    callback_id=work.callback_id,
                     ids=len(failures),
                     attempts=work.attempt + 1,
                     reason=summarize(failures),
@@ -239,7 +248,6 @@ class Worker:
                 self.stats.retried += len(failures)
                 log.info(
                     "ids_retry_scheduled",
-                    callback_id=work.callback_id,
                     ids=len(failures),
                     attempt=work.attempt + 1,
                     delay_ms=plan.expiration_ms,
@@ -250,7 +258,7 @@ class Worker:
                 raise
             # Not handed off, so not settled: give the message back whole. Its ids are looked up
             # again (the quorum queue's delivery limit stops a message that always fails here).
-            log.warning("hand_off_failed", callback_id=work.callback_id, error=repr(error))
+            log.warning("hand_off_failed", error=repr(error))
             delivery.finished = True
             self._forget(delivery)
             await self._settle_token(delivery.token, requeue=True)
@@ -266,7 +274,7 @@ class Worker:
             await self._settle_token(message, requeue=True)
             return
         self.stats.dead += 1
-        log.warning("message_dead_lettered", reason=reason, message_id=message.message_id)
+        log.warning("message_dead_lettered", reason=reason)
         await self._settle_token(message, requeue=None)
 
     async def _settle_token(self, message: Message, *, requeue: bool | None) -> None:

@@ -12,6 +12,8 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.contextvars import get_contextvars, merge_contextvars
+from structlog.testing import capture_logs
 
 from common.amqp import RETRY_TIERS_MS, Topology
 from common.backoff import exponential
@@ -32,6 +34,7 @@ from consumer.single_flight import Flights
 from consumer.status import StatusFailure, parse_status
 from consumer.subscription import looks_stuck, needs_resize, prefetch_for
 from consumer.worker import Worker
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -341,3 +344,38 @@ async def test_drain_returns_unstarted_messages_even_while_lookups_finish() -> N
 
     assert deliveries[0].acked and not deliveries[0].nacked, "the started message finishes"
     assert all(d.nacked and not d.acked for d in deliveries[1:]), "the others go back"
+
+
+class _AllFailing:
+    async def lookup(self, object_id: int) -> bool:
+        raise StatusFailure("http 500")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_warning_while_settling_a_delivery_names_its_message_and_callback() -> None:
+    routed: list[str] = []
+
+    async def publish(message: aio_pika.Message, routing_key: str) -> None:
+        routed.append(routing_key)
+
+    worker = Worker(
+        _AllFailing(),
+        _NoRows(),
+        publish,
+        topology=Topology("q"),
+        max_in_flight=4,
+        retry=RetryPolicy(max_attempts=1, base_delay=0.25, max_delay=0.5),
+    )
+    delivery = _FakeDelivery([7, 9])
+    delivery.message_id = "m-7"
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await worker.on_message(delivery)
+        await eventually(lambda: delivery.acked, timeout=5, what="dead-lettered, then acked")
+        await worker.wait_side_tasks(time.monotonic() + 5)
+    assert routed == [Topology("q").dead]
+    (dead,) = [entry for entry in logs if entry["event"] == "ids_dead_lettered"]
+    assert dead["log_level"] == "warning"
+    assert (dead["callback_id"], dead["message_id"], dead["ids"]) == ("cb", "m-7", 2)
+    assert "message_id" not in get_contextvars(), "the binding ends with the delivery's task"
