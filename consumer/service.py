@@ -132,10 +132,11 @@ async def _serve(
         prefetch=settings.prefetch,
         watchdog_interval=settings.watchdog_interval,
     )
-    serve_metrics(metrics.register(worker), settings.metrics_port)
-    # Every task is started in this stack, so whatever raises below (a refused subscription,
-    # a crash) cancels and awaits them: none outlives the call.
+    # Every task (and the metrics server) is started in this stack, so whatever raises below
+    # (a refused subscription, a crash) cancels and awaits them: none outlives the call.
     async with contextlib.AsyncExitStack() as tasks:
+        stop_metrics = serve_metrics(metrics.register(worker), settings.metrics_port)
+        tasks.push_async_callback(asyncio.to_thread, stop_metrics)  # shutdown() blocks ~0.5 s
         start_in(tasks, beat_forever())
         writer_task = start_in(tasks, writer.run(worker))
         await subscription.start()
