@@ -13,7 +13,8 @@ aiohttp's connector and protocol below its public API) and ``STATUS_CLIENT=stand
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 import aiohttp
 import orjson
@@ -42,6 +43,29 @@ class StatusLookup(Protocol):
     async def close(self) -> None:
         """Close the pooled connections; in-flight lookups are the caller's to finish first."""
         ...
+
+
+class StatusClientBase:
+    """``async with Client(base_url, max_connections=..., timeout=...) as client``: opened on
+    entry (in the running loop), closed on exit."""
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
 
 def parse_status(object_id: int, http_status: int, body: bytes) -> bool:

@@ -14,7 +14,6 @@ import errno
 import time
 import weakref
 from collections import deque
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -27,6 +26,7 @@ from yarl import URL
 from common.versions import FastPath
 from consumer.status import (
     SKIPPED_HEADERS,
+    StatusClientBase,
     StatusFailure,
     check_length,
     connect_failure,
@@ -40,7 +40,7 @@ FAST_PATH = FastPath(("aiohttp",), "STATUS_CLIENT=standard")
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
-class StatusClient:
+class StatusClient(StatusClientBase):
     """``async with StatusClient(...) as client: await client.lookup(42)``.
 
     aiohttp does the HTTP: its ``TCPConnector`` pools the keep-alive connections (``limit`` =
@@ -85,7 +85,7 @@ class StatusClient:
             total=None, connect=None, sock_read=None, sock_connect=timeout
         )
 
-    async def __aenter__(self) -> StatusClient:
+    async def _open(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self._connector = status_connector(self._max_connections)
         # The request every lookup sends, built by aiohttp: it carries the connection key for
@@ -102,15 +102,6 @@ class StatusClient:
         self._head_start = f"GET {self._request.url.raw_path}".encode()
         self._head_end = f" HTTP/{version.major}.{version.minor}\r\n{headers}\r\n".encode()
         self._sweeper = loop.create_task(self._sweep())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._sweeper is not None:

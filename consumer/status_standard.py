@@ -12,21 +12,13 @@ one: ``ClientSession`` does that itself for a GET.
 
 from __future__ import annotations
 
-from types import TracebackType
-
 import aiohttp
 
-from consumer.status import (
-    SKIPPED_HEADERS,
-    StatusFailure,
-    check_length,
-    connect_failure,
-    parse_status,
-    status_connector,
-)
+from consumer import status
+from consumer.status import StatusClientBase, StatusFailure
 
 
-class StandardStatusClient:
+class StandardStatusClient(StatusClientBase):
     """``async with StandardStatusClient(...) as client: await client.lookup(42)``."""
 
     def __init__(self, base_url: str, *, max_connections: int, timeout: float) -> None:
@@ -36,22 +28,13 @@ class StandardStatusClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> StandardStatusClient:
+    async def _open(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=status_connector(self._max_connections),
+            connector=status.status_connector(self._max_connections),
             timeout=self._timeout,
-            skip_auto_headers=SKIPPED_HEADERS,
+            skip_auto_headers=status.SKIPPED_HEADERS,
             auto_decompress=False,
         )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -66,7 +49,7 @@ class StandardStatusClient:
         try:
             async with session.get(f"{self._base}{object_id}") as response:
                 try:
-                    check_length(response.content_length)
+                    status.check_length(response.content_length)
                 except StatusFailure:
                     response.close()  # a refused body is never read: nor is its connection reused
                     raise
@@ -74,5 +57,5 @@ class StandardStatusClient:
         except TimeoutError:
             raise StatusFailure("timeout") from None
         except aiohttp.ClientError as error:
-            raise connect_failure(error) from None
-        return parse_status(object_id, response.status, body)
+            raise status.connect_failure(error) from None
+        return status.parse_status(object_id, response.status, body)
