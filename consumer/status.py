@@ -13,8 +13,12 @@ aiohttp's connector and protocol below its public API) and ``STATUS_CLIENT=stand
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
+from collections import deque
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import aiohttp
 import orjson
@@ -65,6 +69,66 @@ class StatusClientBase:
         raise NotImplementedError
 
     async def close(self) -> None:
+        raise NotImplementedError
+
+
+class SweptClient(StatusClientBase):
+    """A client whose lookups are cut off after ``timeout`` by one sweep every
+    ``sweep_interval`` over a FIFO of deadlines, instead of a timer per request: with thousands
+    in flight, per-request timers were ~6% of the consumer's CPU. A lookup is cut off between
+    ``timeout`` and ``timeout + sweep_interval``. Subclasses implement :meth:`_ask`."""
+
+    def __init__(self, timeout: float, sweep_interval: float) -> None:
+        self._timeout = timeout
+        self._sweep_interval = min(sweep_interval, timeout)
+        self._deadlines: deque[tuple[float, weakref.ref[asyncio.Task[Any]]]] = deque()
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _start_sweeper(self) -> asyncio.AbstractEventLoop:
+        self._loop = loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep())
+        return loop
+
+    def _stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        deadlines, expired = self._deadlines, self._expired
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            now = time.monotonic()
+            while deadlines and deadlines[0][0] <= now:
+                task = deadlines.popleft()[1]()
+                if task is not None and not task.done():
+                    expired.add(task)
+                    task.cancel()
+
+    async def lookup(self, object_id: int) -> bool:
+        """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
+        gives no usable answer."""
+        assert self._sweeper is not None, "use the client as an async context manager"
+        # With the loop given, current_task() skips get_running_loop() and its getpid() call.
+        task = asyncio.current_task(self._loop)
+        assert task is not None
+        # The timeout cancels the calling task, so each lookup needs a task of its own that ends
+        # when this call returns. A weak reference: a finished task is freed at once, not kept
+        # until its deadline passes.
+        self._deadlines.append((time.monotonic() + self._timeout, weakref.ref(task)))
+        try:
+            return await self._ask(object_id)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            task.uncancel()
+            raise StatusFailure("timeout") from None
+        finally:
+            self._expired.discard(task)
+
+    async def _ask(self, object_id: int) -> bool:
         raise NotImplementedError
 
 

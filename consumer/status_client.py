@@ -9,12 +9,7 @@ checked at start-up (:data:`FAST_PATH`); on an untested aiohttp, ``STATUS_CLIENT
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import time
-import weakref
-from collections import deque
-from typing import Any
 
 import aiohttp
 from aiohttp import hdrs
@@ -26,8 +21,8 @@ from yarl import URL
 from common.versions import FastPath
 from consumer.status import (
     SKIPPED_HEADERS,
-    StatusClientBase,
     StatusFailure,
+    SweptClient,
     check_length,
     connect_failure,
     parse_status,
@@ -40,7 +35,7 @@ FAST_PATH = FastPath(("aiohttp",), "STATUS_CLIENT=standard")
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
-class StatusClient(StatusClientBase):
+class StatusClient(SweptClient):
     """``async with StatusClient(...) as client: await client.lookup(42)``.
 
     aiohttp does the HTTP: its ``TCPConnector`` pools the keep-alive connections (``limit`` =
@@ -58,10 +53,9 @@ class StatusClient(StatusClientBase):
     (the keep-alive race) is sent once more on a fresh one.
 
     Timeouts: aiohttp enforces the connect timeout on new connections; the read timeout (the
-    whole request, ``timeout`` seconds) is enforced here by one sweep every
-    ``sweep_interval`` over a FIFO of deadlines, instead of a timer per request that aiohttp
-    re-arms on every chunk received: with thousands in flight that bookkeeping was ~6% of the
-    consumer's CPU. A request is cut off between ``timeout`` and ``timeout + sweep_interval``.
+    whole request) is :class:`~consumer.status.SweptClient`'s sweep, instead of a timer per
+    request that aiohttp re-arms on every chunk received: with thousands in flight that
+    bookkeeping was ~6% of the consumer's CPU.
     """
 
     def __init__(
@@ -72,21 +66,16 @@ class StatusClient(StatusClientBase):
         timeout: float,
         sweep_interval: float = 0.1,
     ) -> None:
+        super().__init__(timeout, sweep_interval)
         self._base = base_url.rstrip("/") + "/objects/"
         self._max_connections = max_connections
-        self._timeout = timeout
-        self._sweep_interval = min(sweep_interval, timeout)
-        self._deadlines: deque[tuple[float, weakref.ref[asyncio.Task[Any]]]] = deque()
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
         self._connector: aiohttp.TCPConnector | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._connect_timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_read=None, sock_connect=timeout
         )
 
     async def _open(self) -> None:
-        self._loop = loop = asyncio.get_running_loop()
+        loop = self._start_sweeper()
         self._connector = status_connector(self._max_connections)
         # The request every lookup sends, built by aiohttp: it carries the connection key for
         # the pool, and its head (request line, Host, Accept) is rendered once; a lookup adds
@@ -101,47 +90,12 @@ class StatusClient(StatusClientBase):
         headers = "".join(f"{name}: {value}\r\n" for name, value in self._request.headers.items())
         self._head_start = f"GET {self._request.url.raw_path}".encode()
         self._head_end = f" HTTP/{version.major}.{version.minor}\r\n{headers}\r\n".encode()
-        self._sweeper = loop.create_task(self._sweep())
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self._stop_sweeper()
         if self._connector is not None:
             await self._connector.close()
             self._connector = None
-
-    async def _sweep(self) -> None:
-        deadlines, expired = self._deadlines, self._expired
-        while True:
-            await asyncio.sleep(self._sweep_interval)
-            now = time.monotonic()
-            while deadlines and deadlines[0][0] <= now:
-                task = deadlines.popleft()[1]()
-                if task is not None and not task.done():
-                    expired.add(task)
-                    task.cancel()
-
-    async def lookup(self, object_id: int) -> bool:
-        """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
-        gives no usable answer."""
-        assert self._connector is not None, "use StatusClient as an async context manager"
-        # With the loop given, current_task() skips get_running_loop() and its getpid() call.
-        task = asyncio.current_task(self._loop)
-        assert task is not None
-        # The timeout cancels the calling task, so each lookup needs a task of its own that ends
-        # when this call returns. A weak reference: a finished task is freed at once, not kept
-        # until its deadline passes.
-        self._deadlines.append((time.monotonic() + self._timeout, weakref.ref(task)))
-        try:
-            return await self._ask(object_id)
-        except asyncio.CancelledError:
-            if task not in self._expired:
-                raise
-            task.uncancel()
-            raise StatusFailure("timeout") from None
-        finally:
-            self._expired.discard(task)
 
     async def _ask(self, object_id: int) -> bool:
         connector = self._connector
