@@ -337,7 +337,7 @@ def main() -> None:
     parser.add_argument("--batch-delay", default="50ms")
     parser.add_argument(
         "--status-client",
-        choices=["fast", "standard"],
+        choices=["fast", "standard", "httptools"],
         default="fast",
         help="the consumer's STATUS_CLIENT",
     )

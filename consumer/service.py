@@ -24,6 +24,7 @@ from consumer.ledger import Delivery
 from consumer.settings import ConsumerSettings
 from consumer.status import StatusClientKind, StatusLookup
 from consumer.status_client import FAST_PATH, StatusClient
+from consumer.status_httptools import HttptoolsStatusClient
 from consumer.status_standard import StandardStatusClient
 from consumer.subscription import Subscription
 from consumer.worker import Message, Worker
@@ -37,9 +38,12 @@ def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
     return (FAST_PATH,) if settings.status_client == "fast" else ()
 
 
-STATUS_CLIENTS: dict[StatusClientKind, type[StatusClient | StandardStatusClient]] = {
+STATUS_CLIENTS: dict[
+    StatusClientKind, type[StatusClient | StandardStatusClient | HttptoolsStatusClient]
+] = {
     "fast": StatusClient,
     "standard": StandardStatusClient,
+    "httptools": HttptoolsStatusClient,
 }
 
 

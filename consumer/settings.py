@@ -21,8 +21,9 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
     )
     status_client: StatusClientKind = Field(
         "fast",
-        description="fast (aiohttp's connector and protocol driven directly, pinned aiohttp) or "
-        "standard (a plain aiohttp ClientSession: more CPU, any aiohttp)",
+        description="fast (aiohttp's connector and protocol driven directly, pinned aiohttp), "
+        "standard (a plain aiohttp ClientSession: more CPU, any aiohttp) or httptools "
+        "(experimental: httptools' parser on an asyncio protocol, plain http only)",
     )
     max_attempts: int = Field(
         8, ge=1, le=100, description="status lookups per id before it goes to the dead letters"

@@ -5,10 +5,12 @@ and a boolean ``online``. Everything else (a timeout, a refused or reset connect
 body that is not that JSON, one over :data:`MAX_BODY_BYTES`) raises :class:`StatusFailure` with a
 short reason, which the worker turns into a delayed retry.
 
-Two clients implement :class:`StatusLookup` with the same connection pool settings and the same
-answers: ``STATUS_CLIENT=fast`` (:mod:`consumer.status_client`, the default, which drives
-aiohttp's connector and protocol below its public API) and ``STATUS_CLIENT=standard``
-(:mod:`consumer.status_standard`, a plain ``aiohttp.ClientSession``).
+Three clients implement :class:`StatusLookup` with the same answers and pool limits:
+``STATUS_CLIENT=fast`` (:mod:`consumer.status_client`, the default, which drives aiohttp's
+connector and protocol below its public API), ``STATUS_CLIENT=standard``
+(:mod:`consumer.status_standard`, a plain ``aiohttp.ClientSession``) and, experimental,
+``STATUS_CLIENT=httptools`` (:mod:`consumer.status_httptools`: httptools' parser on an asyncio
+protocol, public layers only).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Literal, Protocol, Self
 import aiohttp
 import orjson
 
-StatusClientKind = Literal["fast", "standard"]
+StatusClientKind = Literal["fast", "standard", "httptools"]
 
 MAX_BODY_BYTES = 4096
 
@@ -78,7 +80,16 @@ class SweptClient(StatusClientBase):
     in flight, per-request timers were ~6% of the consumer's CPU. A lookup is cut off between
     ``timeout`` and ``timeout + sweep_interval``. Subclasses implement :meth:`_ask`."""
 
-    def __init__(self, timeout: float, sweep_interval: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int,
+        timeout: float,
+        sweep_interval: float = 0.1,
+    ) -> None:
+        self._base = base_url.rstrip("/") + "/objects/"
+        self._max_connections = max_connections
         self._timeout = timeout
         self._sweep_interval = min(sweep_interval, timeout)
         self._deadlines: deque[tuple[float, weakref.ref[asyncio.Task[Any]]]] = deque()

@@ -58,24 +58,13 @@ class StatusClient(SweptClient):
     bookkeeping was ~6% of the consumer's CPU.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        max_connections: int,
-        timeout: float,
-        sweep_interval: float = 0.1,
-    ) -> None:
-        super().__init__(timeout, sweep_interval)
-        self._base = base_url.rstrip("/") + "/objects/"
-        self._max_connections = max_connections
-        self._connector: aiohttp.TCPConnector | None = None
-        self._connect_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_read=None, sock_connect=timeout
-        )
+    _connector: aiohttp.TCPConnector | None = None
 
     async def _open(self) -> None:
         loop = self._start_sweeper()
+        self._connect_timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_read=None, sock_connect=self._timeout
+        )
         self._connector = status_connector(self._max_connections)
         # The request every lookup sends, built by aiohttp: it carries the connection key for
         # the pool, and its head (request line, Host, Accept) is rendered once; a lookup adds

@@ -11,6 +11,7 @@ import pytest
 
 from consumer.status import StatusFailure
 from consumer.status_client import StatusClient
+from consumer.status_httptools import HttptoolsStatusClient
 from consumer.status_standard import StandardStatusClient
 from tests.support.waiting import eventually
 
@@ -96,10 +97,13 @@ async def serve(
     return server
 
 
-Client = StatusClient | StandardStatusClient
+Client = StatusClient | StandardStatusClient | HttptoolsStatusClient
 
 
-@pytest.fixture(params=[StatusClient, StandardStatusClient], ids=["fast", "standard"])
+@pytest.fixture(
+    params=[StatusClient, StandardStatusClient, HttptoolsStatusClient],
+    ids=["fast", "standard", "httptools"],
+)
 def client(request: pytest.FixtureRequest) -> Callable[[RawServer], Client]:
     """The client under test, for a server: each test runs once per ``STATUS_CLIENT``."""
     kind: type[Client] = request.param
