@@ -72,6 +72,8 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
             raise ValueError(f"RETRY_MAX_DELAY must be at most {RETRY_TIERS_MS[-1] // 1000}s")
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("RETRY_BASE_DELAY must not exceed RETRY_MAX_DELAY")
+        if self.status_client == "httptools" and self.tester_endpoint.scheme != "http":
+            raise ValueError("STATUS_CLIENT=httptools needs an http:// TESTER_ENDPOINT")
         return self
 
     @property

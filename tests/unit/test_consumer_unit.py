@@ -258,6 +258,7 @@ def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.batch_max_delay == pytest.approx(0.02)
     assert settings.prefetch is None
     assert settings.status_base_url == "http://tester:9010"
+    assert settings.status_client == "fast"
 
 
 @pytest.mark.parametrize(
@@ -272,6 +273,7 @@ def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> Non
         ("RETRY_BASE_DELAY", "2m"),
         ("MAX_ATTEMPTS", "0"),
         ("PREFETCH", "70000"),
+        ("STATUS_CLIENT", "turbo"),
     ],
 )
 def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -279,6 +281,16 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
 
     with pytest.raises(ValidationError):
         _settings(monkeypatch, **{name: value})
+
+
+def test_the_httptools_client_refuses_an_https_status_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="STATUS_CLIENT=httptools needs an http://"):
+        _settings(monkeypatch, STATUS_CLIENT="httptools", TESTER_ENDPOINT="https://tester")
+    assert _settings(monkeypatch, STATUS_CLIENT="standard", TESTER_ENDPOINT="https://tester")
 
 
 def test_every_setting_is_described() -> None:
