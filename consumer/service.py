@@ -202,5 +202,4 @@ def start_in(
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait([task])  # unlike ``await task``, never mistakes its end for our cancel
