@@ -19,6 +19,7 @@ from common.amqp import RETRY_TIERS_MS, Topology
 from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
 from consumer.backoff import RetryPolicy, plan_retry, retry_tiers, tier_for
+from consumer.batch_writer import BatchWriter
 from consumer.dead_letter import (
     ERRORS_HEADER,
     KIND_HEADER,
@@ -391,3 +392,34 @@ async def test_a_warning_while_settling_a_delivery_names_its_message_and_callbac
     assert dead["log_level"] == "warning"
     assert (dead["callback_id"], dead["message_id"], dead["ids"]) == ("cb", "m-7", 2)
     assert "message_id" not in get_contextvars(), "the binding ends with the delivery's task"
+
+
+class _RefusingDatabase:
+    async def execute(self, query: str, *args: object) -> str:
+        raise ConnectionRefusedError("the database is away")
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+        self.health: list[bool] = []
+
+    def on_stored(self, owners: list[int]) -> None:
+        self.stored += owners
+
+    def on_health(self, healthy: bool) -> None:
+        self.health.append(healthy)
+
+
+async def test_a_closed_batch_writer_gives_up_at_its_deadline_while_the_database_fails() -> None:
+    writer: BatchWriter[int] = BatchWriter(_RefusingDatabase(), max_rows=10, max_delay=0.001)
+    listener = _Listener()
+    run = asyncio.create_task(writer.run(listener))
+    writer.add(1, datetime.now(UTC), 1)
+    await eventually(lambda: listener.health == [False], timeout=5, what="flush failed")
+    with capture_logs() as logs:
+        writer.close(time.monotonic() + 0.3)
+        await asyncio.wait_for(run, 6)  # the backoff alone would retry for ever
+    assert listener.stored == [], "nothing was committed, so nothing may be acked"
+    assert writer.pending == 0
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["flush_abandoned"]
