@@ -244,14 +244,16 @@ class PostgresBench:
         async def one_writer() -> None:
             nonlocal written
             stored = asyncio.Event()
-            writer: BatchWriter[int] = BatchWriter(
-                pool,
-                max_rows=500,
-                max_delay=0.05,
-                on_stored=lambda owners: stored.set(),
-                on_health=lambda healthy: None,
-            )
-            task = asyncio.create_task(writer.run())
+
+            class Listener:
+                def on_stored(self, owners: list[int]) -> None:
+                    stored.set()
+
+                def on_health(self, healthy: bool) -> None:
+                    pass
+
+            writer: BatchWriter[int] = BatchWriter(pool, max_rows=500, max_delay=0.05)
+            task = asyncio.create_task(writer.run(Listener()))
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 stored.clear()
@@ -259,7 +261,7 @@ class PostgresBench:
                 for object_id in next_ids():
                     writer.add(object_id, now, 0)
                 await stored.wait()
-            writer.close()
+            writer.close(time.monotonic() + 30)
             await task
             written += writer.rows_written
 

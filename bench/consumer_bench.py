@@ -87,6 +87,7 @@ class ConsumerRun:
     delay_max: float = 4.3
     batch_rows: int = 500
     batch_delay: str = "50ms"
+    status_client: str = "fast"  # STATUS_CLIENT: fast | standard | httptools
     via_producer: bool = False  # callbacks to a real producer instead of publishing directly
     consumer_nice: int = 0
     track_commits: bool = False
@@ -359,6 +360,7 @@ class Bench:
             "MAX_CONSUMERS": str(run.max_consumers),
             "BATCH_MAX_ROWS": str(run.batch_rows),
             "BATCH_MAX_DELAY": run.batch_delay,
+            "STATUS_CLIENT": run.status_client,
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
             "SHUTDOWN_GRACE": "2s",  # in-flight work returns to the queue, deleted anyway
@@ -651,6 +653,9 @@ def main() -> None:
     parser.add_argument("--delay-max", type=float, default=4.3)
     parser.add_argument("--batch-rows", type=int, default=500)
     parser.add_argument("--batch-delay", default="50ms")
+    parser.add_argument(
+        "--status-client", choices=["fast", "standard", "httptools"], default="fast"
+    )
     parser.add_argument("--via-producer", action="store_true", help="callbacks to a producer")
     parser.add_argument("--nice", type=int, default=0, help="run the consumer under nice -n N")
     parser.add_argument("--drain", action="store_true", help="time the backlog's drain after")
@@ -667,6 +672,7 @@ def main() -> None:
         delay_max=args.delay_max,
         batch_rows=args.batch_rows,
         batch_delay=args.batch_delay,
+        status_client=args.status_client,
         via_producer=args.via_producer,
         consumer_nice=args.nice,
         track_commits=args.mode == "load",

@@ -46,3 +46,16 @@ def plan_retry(
     tier = tier_for(delay_ms)
     draw = equal_jitter(delay_ms, rng)
     return RetryPlan(tier, max(1, min(tier, round(draw))))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often an id is looked up, and how long it waits between two attempts."""
+
+    max_attempts: int
+    base_delay: float
+    max_delay: float
+
+    def plan(self, failures: int, rng: random.Random | None = None) -> RetryPlan:
+        """Where ids that failed ``failures`` times wait (:func:`plan_retry`)."""
+        return plan_retry(failures, self.base_delay, self.max_delay, rng)

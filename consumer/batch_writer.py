@@ -1,9 +1,10 @@
 """Micro-batched upserts: rows from many messages, one ``unnest`` statement per flush.
 
 A flush happens at ``max_rows`` rows or ``max_delay`` after the first row of a batch, whichever
-comes first. Only after the statement committed are the rows' owners told (``on_stored``), so a
-message is never acked before its rows are durable. When the database fails, the batch is kept
-and retried with backoff, and ``on_health(False)`` asks the worker to stop taking new work.
+comes first. Only after the statement committed are the rows' owners told (the listener's
+``on_stored``), so a message is never acked before its rows are durable. When the database fails,
+the batch is kept and retried with backoff, and ``on_health(False)`` asks the listener (the
+worker) to stop taking new work.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -22,6 +23,23 @@ from common.db import DATABASE_ERRORS, Executor, merge_observations, upsert_last
 log = structlog.get_logger(__name__)
 
 O = TypeVar("O")  # noqa: E741 - the owner of a row
+O_contra = TypeVar("O_contra", contravariant=True)
+
+
+class RowSink(Protocol[O_contra]):
+    """Where online answers go: ``owner`` is told once the row is committed."""
+
+    def add(self, object_id: int, seen: datetime, owner: O_contra) -> None: ...
+
+
+class CommitListener(Protocol[O]):
+    """Who hears what the writer committed, and whether the database can be written."""
+
+    def on_stored(self, owners: list[O]) -> None:
+        """These rows' owners (one entry per row) are durable."""
+
+    def on_health(self, healthy: bool) -> None:
+        """False at a failing flush, True when a flush succeeds again."""
 
 
 class Batch(Generic[O]):
@@ -53,8 +71,6 @@ class BatchWriter(Generic[O]):
         *,
         max_rows: int,
         max_delay: float,
-        on_stored: Callable[[list[O]], None],
-        on_health: Callable[[bool], None],
         max_backoff: float = 5.0,
         statement_timeout: float = 15.0,
         on_flush: Callable[[float, int], None] = lambda seconds, rows: None,
@@ -62,8 +78,6 @@ class BatchWriter(Generic[O]):
         self._db = db
         self._max_rows = max_rows
         self._max_delay = max_delay
-        self._on_stored = on_stored
-        self._on_health = on_health
         self._max_backoff = max_backoff
         self._statement_timeout = statement_timeout
         self._on_flush = on_flush
@@ -71,6 +85,7 @@ class BatchWriter(Generic[O]):
         self._first_row_at = 0.0
         self._wake = asyncio.Event()
         self._closing = False
+        self._give_up_at: float | None = None
         self.rows_written = 0
         self.flushes = 0
 
@@ -89,9 +104,9 @@ class BatchWriter(Generic[O]):
     def pending(self) -> int:
         return len(self._batch)
 
-    async def run(self, deadline: Callable[[], float | None] = lambda: None) -> None:
-        """Flush until :meth:`close` is called and nothing is left (or, while closing, until the
-        ``deadline()`` in monotonic seconds passes: what is unflushed then stays unacked)."""
+    async def run(self, listener: CommitListener[O]) -> None:
+        """Flush until :meth:`close` is called and nothing is left (or until the close's
+        deadline passes: what is unflushed then stays unacked), telling ``listener``."""
         while True:
             if not self._batch.ids:
                 if self._closing:
@@ -110,15 +125,17 @@ class BatchWriter(Generic[O]):
                 except TimeoutError:
                     break
             batch, self._batch = self._batch, Batch()
-            if not await self._commit(batch, deadline):
+            if not await self._commit(batch, listener):
                 return
 
-    def close(self) -> None:
-        """Flush what is pending now, then let :meth:`run` return."""
+    def close(self, deadline: float | None = None) -> None:
+        """Flush what is pending now, then let :meth:`run` return; while the database fails,
+        give up retrying at ``deadline`` (monotonic seconds)."""
         self._closing = True
+        self._give_up_at = deadline
         self._wake.set()
 
-    async def _commit(self, batch: Batch[O], deadline: Callable[[], float | None]) -> bool:
+    async def _commit(self, batch: Batch[O], listener: CommitListener[O]) -> bool:
         failures = 0
         healthy = True
         while True:
@@ -132,8 +149,8 @@ class BatchWriter(Generic[O]):
             except DATABASE_ERRORS as error:
                 if healthy:
                     healthy = False
-                    self._on_health(False)
-                limit = deadline()
+                    listener.on_health(False)
+                limit = self._give_up_at
                 failures += 1
                 wait = equal_jitter(exponential(failures, 0.1, self._max_backoff))
                 log.warning(
@@ -151,6 +168,6 @@ class BatchWriter(Generic[O]):
         self.flushes += 1
         if not healthy:
             log.info("flush_recovered", rows=len(batch))
-            self._on_health(True)
-        self._on_stored(batch.owners)
+            listener.on_health(True)
+        listener.on_stored(batch.owners)
         return True

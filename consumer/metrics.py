@@ -16,24 +16,13 @@ if TYPE_CHECKING:
     from consumer.worker import Worker
 
 
-_COUNTERS = {
-    "messages": "work messages received",
-    "ids": "ids received in work messages",
-    "acked": "work messages acked (every id settled)",
-    "retried": "ids sent to a retry queue",
-    "dead": "ids and malformed messages sent to the dead-letter queue",
-}
-
-
 class WorkerCollector(Collector):
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        for name, help_text in _COUNTERS.items():
-            yield CounterMetricFamily(
-                f"lastseen_consumer_{name}", help_text, value=self._worker.stats[name]
-            )
+        for name, help_text, value in self._worker.stats.counters():
+            yield CounterMetricFamily(f"lastseen_consumer_{name}", help_text, value=value)
         yield GaugeMetricFamily(
             "lastseen_consumer_status_in_flight",
             "status requests in flight (at most MAX_CONSUMERS)",
@@ -54,11 +43,11 @@ class BacklogCollector(Collector):
         self._worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        arrivals = [delivery.arrived for delivery in list(self._worker.in_process)]
+        oldest = self._worker.oldest_arrival()
         yield GaugeMetricFamily(
             "lastseen_consumer_oldest_unacked_age_seconds",
             "age of the oldest work message received and not yet acked (0: none)",
-            value=time.monotonic() - min(arrivals) if arrivals else 0.0,
+            value=0.0 if oldest is None else time.monotonic() - oldest,
         )
 
 

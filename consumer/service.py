@@ -3,32 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aio_pika
 import structlog
 
-from common.amqp import connect_amqp, declare_topology
+from common.amqp import Topology, connect_amqp, declare_topology
 from common.db import Executor, create_pool, migrate
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
 from common.probes import DatabaseProbe
 from common.versions import FastPath
 from consumer import metrics
-from consumer.backoff import retry_tiers
+from consumer.backoff import RetryPolicy, retry_tiers
 from consumer.batch_writer import BatchWriter
+from consumer.ledger import Delivery
 from consumer.settings import ConsumerSettings
+from consumer.status import StatusClientKind, StatusLookup
 from consumer.status_client import FAST_PATH, StatusClient
+from consumer.status_httptools import HttptoolsStatusClient
+from consumer.status_standard import StandardStatusClient
 from consumer.subscription import Subscription
-from consumer.worker import Worker
+from consumer.worker import Message, Worker
 
 log = structlog.get_logger("consumer")
+T = TypeVar("T")
 
 
 def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
     """The fast paths these settings select (checked at start-up)."""
-    return (FAST_PATH,)
+    return (FAST_PATH,) if settings.status_client == "fast" else ()
+
+
+STATUS_CLIENTS: dict[
+    StatusClientKind, type[StatusClient | StandardStatusClient | HttptoolsStatusClient]
+] = {
+    "fast": StatusClient,
+    "standard": StandardStatusClient,
+    "httptools": HttptoolsStatusClient,
+}
 
 
 PUBLISH_TIMEOUT = 10.0
@@ -73,7 +90,7 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         )
         try:
             await migrate(pool)
-            async with StatusClient(
+            async with STATUS_CLIENTS[settings.status_client](
                 settings.status_base_url,
                 max_connections=settings.max_consumers,
                 timeout=settings.status_timeout,
@@ -90,7 +107,7 @@ async def _serve(
     settings: ConsumerSettings,
     connection: aio_pika.abc.AbstractRobustConnection,
     pool: Executor,
-    status: StatusClient,
+    status: StatusLookup,
     stop: asyncio.Event,
 ) -> None:
     tiers = retry_tiers(settings.retry_base_delay, settings.retry_max_delay)
@@ -105,16 +122,23 @@ async def _serve(
 
     registry = service_registry()
     observed = metrics.ConsumerMetrics(registry)
-    worker = Worker(settings, status, publish, metrics=observed)
-    writer = BatchWriter(
+    writer: BatchWriter[Delivery[Message]] = BatchWriter(
         pool,
         max_rows=settings.batch_max_rows,
         max_delay=settings.batch_max_delay,
-        on_stored=worker.on_stored,
-        on_health=lambda healthy: worker.set_paused(not healthy),
         on_flush=observed.flushed,
     )
-    worker.attach(writer)
+    worker = Worker(
+        status,
+        writer,
+        publish,
+        topology=Topology(settings.queue_name),
+        max_in_flight=settings.max_consumers,
+        retry=RetryPolicy(
+            settings.max_attempts, settings.retry_base_delay, settings.retry_max_delay
+        ),
+        metrics=observed,
+    )
     metrics.register(worker, registry)
     database = DatabaseProbe(pool)
     probes = ProbeServer(
@@ -125,49 +149,79 @@ async def _serve(
         },
         service="consumer",
     )
-    await probes.start(settings.metrics_port)
-    probing = asyncio.create_task(database.run())
-    heartbeat = asyncio.create_task(beat_forever())
-    shutdown_deadline: list[float] = []
-    writer_task = asyncio.create_task(
-        writer.run(deadline=lambda: shutdown_deadline[0] if shutdown_deadline else None)
-    )
-    subscription = Subscription(connection, worker, settings)
-    await subscription.start()
-    log.info(
-        "consumer_started",
-        queue=settings.queue_name,
-        broker=settings.amqp_uri_masked,
+    subscription = Subscription(
+        connection,
+        worker,
+        queue_name=settings.queue_name,
         max_consumers=settings.max_consumers,
-        retry_tiers_ms=list(tiers),
-        status_url=settings.status_base_url,
+        prefetch=settings.prefetch,
+        watchdog_interval=settings.watchdog_interval,
     )
-    supervisor = asyncio.create_task(subscription.supervise(stop))
-    try:
-        # The writer only returns when closed: if it ends before, it crashed (a bug), and a
-        # consumer that cannot commit must not keep taking work. Exit; nothing unacked is lost.
-        await asyncio.wait([supervisor, writer_task], return_when=asyncio.FIRST_COMPLETED)
-        if writer_task.done():
-            stop.set()
-            await supervisor
-            writer_task.result()
-            raise RuntimeError("batch writer stopped unexpectedly")
-        supervisor.result()
-    finally:
-        started = time.monotonic()
-        deadline = started + settings.shutdown_grace
-        shutdown_deadline.append(deadline)
-        heartbeat.cancel()
-        probing.cancel()
-        log.info("consumer_stopping", grace_s=settings.shutdown_grace)
-        await subscription.cancel()
-        await worker.drain(max(started, deadline - FLUSH_RESERVE))
-        writer.close()
-        if not writer_task.done():
-            try:
-                await asyncio.wait_for(writer_task, max(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                log.error("final_flush_incomplete", rows=writer.pending)
-        await worker.wait_side_tasks(deadline)
-        log.info("consumer_drained", unsettled=len(worker.in_process), **worker.stats)
-        await probes.close()
+    # Every task (and the metrics server) is started in this stack, so whatever raises below
+    # (a refused subscription, a crash) cancels and awaits them: none outlives the call.
+    async with contextlib.AsyncExitStack() as tasks:
+        await tasks.enter_async_context(probes.serving(settings.metrics_port))
+        start_in(tasks, database.run())
+        start_in(tasks, beat_forever())
+        writer_task = start_in(tasks, writer.run(worker))
+        await subscription.start()
+        log.info(
+            "consumer_started",
+            queue=settings.queue_name,
+            broker=settings.amqp_uri_masked,
+            max_consumers=settings.max_consumers,
+            retry_tiers_ms=list(tiers),
+            status_url=settings.status_base_url,
+            status_client=settings.status_client,
+        )
+        supervisor = start_in(tasks, subscription.supervise(stop))
+        try:
+            # The writer only returns when closed: if it ends before, it crashed (a bug), and a
+            # consumer that cannot commit must not keep taking work. Exit; nothing unacked is
+            # lost.
+            await asyncio.wait([supervisor, writer_task], return_when=asyncio.FIRST_COMPLETED)
+            if writer_task.done():
+                stop.set()
+                await supervisor
+                writer_task.result()
+                raise RuntimeError("batch writer stopped unexpectedly")
+            supervisor.result()
+        finally:
+            await _shut_down(settings.shutdown_grace, subscription, worker, writer, writer_task)
+
+
+async def _shut_down(
+    grace: float,
+    subscription: Subscription,
+    worker: Worker,
+    writer: BatchWriter[Delivery[Message]],
+    writer_task: asyncio.Task[None],
+) -> None:
+    """Stop deliveries, let what was received finish, flush and ack, all within ``grace``."""
+    started = time.monotonic()
+    deadline = started + grace
+    log.info("consumer_stopping", grace_s=grace)
+    await subscription.cancel()
+    await worker.drain(max(started, deadline - FLUSH_RESERVE))
+    writer.close(deadline)
+    if not writer_task.done():
+        try:
+            await asyncio.wait_for(writer_task, max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.error("final_flush_incomplete", rows=writer.pending)
+    await worker.wait_side_tasks(deadline)
+    log.info("consumer_drained", unsettled=worker.unsettled, **worker.stats.as_dict())
+
+
+def start_in(
+    stack: contextlib.AsyncExitStack, coroutine: Coroutine[Any, Any, T]
+) -> asyncio.Task[T]:
+    """A task that ``stack`` cancels and awaits when it closes."""
+    task = asyncio.create_task(coroutine)
+    stack.push_async_callback(_cancel_and_wait, task)
+    return task
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.wait([task])  # unlike ``await task``, never mistakes its end for our cancel

@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Protocol
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from common.amqp import AMQP_ERRORS, RECONNECTING_ERRORS, declare_topology
-from consumer.settings import ConsumerSettings
-from consumer.worker import Worker
+from consumer.stats import WorkerStats
 
 log = structlog.get_logger(__name__)
 
@@ -51,33 +56,62 @@ def looks_stuck(idle: float, interval: float, paused: bool, unacked: int, prefet
     return idle >= interval and not paused and unacked < prefetch
 
 
+class Intake(Protocol):
+    """What the subscription feeds and watches (the worker)."""
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def unsettled(self) -> int: ...
+
+    @property
+    def stats(self) -> WorkerStats: ...
+
+
 class Subscription:
-    """Consumes the work queue on a channel of its own; see the module docstring."""
+    """Consumes the work queue on a channel of its own; see the module docstring.
+
+    ``prefetch`` None: sized from ``max_consumers`` and the ids per message seen so far."""
 
     def __init__(
-        self, connection: AbstractRobustConnection, worker: Worker, settings: ConsumerSettings
+        self,
+        connection: AbstractRobustConnection,
+        intake: Intake,
+        *,
+        queue_name: str,
+        max_consumers: int,
+        prefetch: int | None,
+        watchdog_interval: float,
     ) -> None:
         self._connection = connection
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
-        self._worker = worker
-        self._settings = settings
-        self._fixed = settings.prefetch is not None
-        self.prefetch = settings.prefetch or prefetch_for(
-            settings.max_consumers, ASSUMED_IDS_PER_MESSAGE
-        )
+        self._intake = intake
+        self._queue_name = queue_name
+        self._max_consumers = max_consumers
+        self._watchdog_interval = watchdog_interval
+        self._fixed = prefetch is not None
+        self.prefetch = prefetch or prefetch_for(max_consumers, ASSUMED_IDS_PER_MESSAGE)
         self._tag: str | None = None
+        self._last_delivery_at = time.monotonic()
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        self._last_delivery_at = time.monotonic()
+        await self._intake.on_message(message)
 
     async def start(self) -> None:
         """Open a channel, (re)declare the queue, and consume."""
         self._channel = await self._connection.channel()
-        self._queue = await declare_topology(self._channel, self._settings.queue_name)
+        self._queue = await declare_topology(self._channel, self._queue_name)
         await self._consume()
 
     async def _consume(self) -> None:
         assert self._channel is not None and self._queue is not None
         await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._tag = await self._queue.consume(self._worker.on_message)
+        self._tag = await self._queue.consume(self._deliver)
         log.info("subscribed", queue=self._queue.name, prefetch=self.prefetch)
 
     async def cancel(self) -> None:
@@ -94,10 +128,10 @@ class Subscription:
             log.warning("unsubscribe_failed", error=repr(error))
 
     async def _resize(self) -> None:
-        stats = self._worker.stats
-        if self._fixed or stats["messages"] < 20:
+        stats = self._intake.stats
+        if self._fixed or stats.messages < 20:
             return
-        target = prefetch_for(self._settings.max_consumers, stats["ids"] / stats["messages"])
+        target = prefetch_for(self._max_consumers, stats.ids_per_message)
         if needs_resize(self.prefetch, target):
             self.prefetch = target
             # Same channel: the messages in process stay unacked on it and can still be acked.
@@ -121,7 +155,7 @@ class Subscription:
     async def supervise(self, stop: asyncio.Event, tick: float = 1.0) -> None:
         """Until ``stop``: resize the prefetch to the message size seen, and re-subscribe when
         nothing arrives for ``WATCHDOG_INTERVAL`` while the queue has messages ready."""
-        interval = self._settings.watchdog_interval
+        interval = self._watchdog_interval
         next_watch = time.monotonic() + interval
         while not stop.is_set():
             try:
@@ -141,15 +175,15 @@ class Subscription:
     async def _watch(self, interval: float) -> None:
         if not self._connection.connected.is_set():
             return  # reconnecting: the robust connection restores the subscription itself
-        worker = self._worker
-        idle = time.monotonic() - worker.last_delivery_at
-        if not looks_stuck(idle, interval, worker.paused, len(worker.in_process), self.prefetch):
+        intake = self._intake
+        idle = time.monotonic() - self._last_delivery_at
+        if not looks_stuck(idle, interval, intake.paused, intake.unsettled, self.prefetch):
             return
         # On a channel of its own: the consuming one may be the stuck part.
         async with asyncio.timeout(WATCHDOG_TIMEOUT):
             probe = await self._connection.channel()
             try:
-                declared = await probe.declare_queue(self._settings.queue_name, passive=True)
+                declared = await probe.declare_queue(self._queue_name, passive=True)
             finally:
                 await probe.close()
         ready = declared.declaration_result.message_count or 0
@@ -157,4 +191,4 @@ class Subscription:
             log.warning("watchdog_idle_with_ready_messages", idle_s=round(idle, 1), ready=ready)
             async with asyncio.timeout(WATCHDOG_TIMEOUT):
                 await self._reopen()
-            worker.last_delivery_at = time.monotonic()
+            self._last_delivery_at = time.monotonic()

@@ -11,52 +11,77 @@ the message's last lookup answers, then all its failures go, as one message, to 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from common.amqp import AMQP_ERRORS, SETTLE_ERRORS, Topology, cancelled_by_broker
 from common.messages import MalformedMessage, decode_message
-from consumer.backoff import plan_retry
-from consumer.batch_writer import BatchWriter
+from consumer.backoff import RetryPolicy
+from consumer.batch_writer import RowSink
 from consumer.dead_letter import exhausted_letter, malformed_letter
 from consumer.ledger import Delivery, Next, exhausted, summarize
 from consumer.metrics import ConsumerMetrics
 from consumer.retry import retry_message
-from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
-from consumer.status_client import StatusClient, StatusFailure
+from consumer.stats import WorkerStats
+from consumer.status import StatusFailure, StatusLookup
 
 log = structlog.get_logger(__name__)
 
-Message = AbstractIncomingMessage
+
+class Message(Protocol):
+    """What the worker needs of a work message (an aio-pika ``AbstractIncomingMessage``)."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, *, requeue: bool) -> None: ...
+
+
 Publish = Callable[[aio_pika.Message, str], Awaitable[None]]
 
 
 class Worker:
+    """Looks up the ids of the messages it is given, at most ``max_in_flight`` at once, and
+    settles each message: online rows go to ``rows`` (whose commits come back through
+    :meth:`on_stored`), failures are published to a retry or the dead-letter queue of
+    ``topology``, settled messages are acked."""
+
     def __init__(
         self,
-        settings: ConsumerSettings,
-        status: StatusClient,
+        status: StatusLookup,
+        rows: RowSink[Delivery[Message]],
         publish: Publish,
+        *,
+        topology: Topology,
+        max_in_flight: int,
+        retry: RetryPolicy,
         rng: random.Random | None = None,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
-        self._settings = settings
         self._status = status
+        self._rows = rows
         self._publish = publish
+        self._topology = topology
+        self._max_in_flight = max_in_flight
+        self._retry = retry
         self._rng = rng or random.Random()
         self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
-        self._topology = Topology(settings.queue_name)
-        self._max_in_flight = settings.max_consumers
         # loop.create_task, not asyncio.create_task: the latter's get_running_loop() costs a
         # getpid() system call per lookup (Python 3.11).
         self._loop = asyncio.get_running_loop()
@@ -64,32 +89,27 @@ class Worker:
         self._flights: Flights[Delivery[Message]] = Flights()
         self._lookups: dict[int, asyncio.Task[None]] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.in_process: set[Delivery[Message]] = set()
+        self._in_process: set[Delivery[Message]] = set()
         self._all_settled = asyncio.Event()
         self._all_settled.set()
         self._paused = False
-        self.last_delivery_at = time.monotonic()
-        self.writer: BatchWriter[Delivery[Message]] | None = None
-        self.stats = {"messages": 0, "ids": 0, "acked": 0, "retried": 0, "dead": 0}
-
-    def attach(self, writer: BatchWriter[Delivery[Message]]) -> None:
-        self.writer = writer
+        self.stats = WorkerStats()
 
     # --- messages in -------------------------------------------------------------------------
 
     async def on_message(self, message: Message) -> None:
         """The subscription's callback: never raises; a message is acked, dead-lettered or left
         unacked (to be redelivered), never requeued in a loop."""
-        self.last_delivery_at = time.monotonic()
-        self.stats["messages"] += 1
+        self.stats.messages += 1
         try:
             work = decode_message(message.body)
         except MalformedMessage as error:
-            await self._dead_letter_malformed(message, str(error))
+            with bound_contextvars(message_id=message.message_id):
+                await self._dead_letter_malformed(message, str(error))
             return
         delivery = Delivery(message, work)
-        self.stats["ids"] += len(work.ids)
-        self.in_process.add(delivery)
+        self.stats.ids += len(work.ids)
+        self._in_process.add(delivery)
         self._all_settled.clear()
         if not work.ids:
             self._advance(delivery)
@@ -105,13 +125,26 @@ class Worker:
         if not paused:
             self._pump()
 
+    def on_health(self, healthy: bool) -> None:
+        """The batch writer's news: pause while the database cannot be written."""
+        self.set_paused(not healthy)
+
     @property
     def paused(self) -> bool:
         return self._paused
 
     @property
+    def unsettled(self) -> int:
+        """Messages received and not yet acked, handed back or dead-lettered."""
+        return len(self._in_process)
+
+    @property
     def in_flight(self) -> int:
         return len(self._flights)
+
+    def oldest_arrival(self) -> float | None:
+        """Monotonic time the oldest unsettled message arrived (None: none is unsettled)."""
+        return min((delivery.arrived for delivery in list(self._in_process)), default=None)
 
     def _pump(self) -> None:
         waiting, flights, lookups = self._waiting, self._flights, self._lookups
@@ -131,7 +164,7 @@ class Worker:
         online = False
         started = time.perf_counter()
         try:
-            online = await self._status.online(object_id)
+            online = await self._status.lookup(object_id)
         except StatusFailure as failure:
             reason = failure.reason
         except asyncio.CancelledError:
@@ -144,14 +177,13 @@ class Worker:
         outcome = "failed" if reason is not None else "online" if online else "offline"
         self.metrics.looked_up(outcome, time.perf_counter() - started)
         del self._lookups[object_id]
-        writer = self.writer
-        assert writer is not None
+        rows = self._rows
         for delivery in self._flights.land(object_id):
             if reason is not None:
                 delivery.failed(object_id, reason)
             elif online:
                 delivery.answered_online()
-                writer.add(object_id, seen, delivery)
+                rows.add(object_id, seen, delivery)
                 continue  # settles on commit
             else:
                 delivery.answered_offline()
@@ -171,25 +203,33 @@ class Worker:
     def _advance(self, delivery: Delivery[Message]) -> None:
         step = delivery.next_step()
         if step is Next.ACK:
-            self._spawn(self._ack(delivery))
+            self._spawn(self._ack(delivery), delivery)
         elif step is Next.HAND_OFF:
-            self._spawn(self._hand_off(delivery))
+            self._spawn(self._hand_off(delivery), delivery)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
+    def _spawn(self, coroutine: Any, delivery: Delivery[Message]) -> None:
+        """Settle ``delivery`` in a task of its own, its logs bound to the message (the task's
+        context is a copy: the binding ends with it)."""
+        context = contextvars.copy_context()
+        context.run(
+            bind_contextvars,
+            callback_id=delivery.work.callback_id,
+            message_id=delivery.token.message_id,
+        )
+        task = self._loop.create_task(coroutine, context=context)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
     def _forget(self, delivery: Delivery[Message]) -> None:
-        self.in_process.discard(delivery)
-        if not self.in_process:
+        self._in_process.discard(delivery)
+        if not self._in_process:
             self._all_settled.set()
 
     async def _ack(self, delivery: Delivery[Message]) -> None:
         self._forget(delivery)
         try:
             await delivery.token.ack()
-            self.stats["acked"] += 1
+            self.stats.acked += 1
         except SETTLE_ERRORS as error:
             if not cancelled_by_broker(error):
                 raise
@@ -197,7 +237,6 @@ class Worker:
             # redelivery is harmless (upserts only move forward).
             log.warning(
                 "ack_failed",
-                callback_id=delivery.work.callback_id,
                 error=repr(error),
                 outcome="will be redelivered",
             )
@@ -205,29 +244,22 @@ class Worker:
     async def _hand_off(self, delivery: Delivery[Message]) -> None:
         work, failures = delivery.work, delivery.failures
         try:
-            if exhausted(work.attempt, self._settings.max_attempts):
+            if exhausted(work.attempt, self._retry.max_attempts):
                 await self._publish(exhausted_letter(work, failures), self._topology.dead)
-                self.stats["dead"] += len(failures)
+                self.stats.dead += len(failures)
                 log.warning(
                     "ids_dead_lettered",
-                    callback_id=work.callback_id,
                     ids=len(failures),
                     attempts=work.attempt + 1,
                     reason=summarize(failures),
                 )
             else:
-                plan = plan_retry(
-                    work.attempt + 1,
-                    self._settings.retry_base_delay,
-                    self._settings.retry_max_delay,
-                    self._rng,
-                )
+                plan = self._retry.plan(work.attempt + 1, self._rng)
                 message = retry_message(work, sorted(failures), plan.expiration_ms)
                 await self._publish(message, self._topology.retry(plan.tier_ms))
-                self.stats["retried"] += len(failures)
+                self.stats.retried += len(failures)
                 log.info(
                     "ids_retry_scheduled",
-                    callback_id=work.callback_id,
                     ids=len(failures),
                     attempt=work.attempt + 1,
                     delay_ms=plan.expiration_ms,
@@ -238,7 +270,7 @@ class Worker:
                 raise
             # Not handed off, so not settled: give the message back whole. Its ids are looked up
             # again (the quorum queue's delivery limit stops a message that always fails here).
-            log.warning("hand_off_failed", callback_id=work.callback_id, error=repr(error))
+            log.warning("hand_off_failed", error=repr(error))
             delivery.finished = True
             self._forget(delivery)
             await self._settle_token(delivery.token, requeue=True)
@@ -253,8 +285,8 @@ class Worker:
             log.warning("dead_letter_failed", reason=reason, error=repr(error))
             await self._settle_token(message, requeue=True)
             return
-        self.stats["dead"] += 1
-        log.warning("message_dead_lettered", reason=reason, message_id=message.message_id)
+        self.stats.dead += 1
+        log.warning("message_dead_lettered", reason=reason)
         await self._settle_token(message, requeue=None)
 
     async def _settle_token(self, message: Message, *, requeue: bool | None) -> None:
@@ -286,13 +318,11 @@ class Worker:
         for delivery in idle:
             await self._settle_token(delivery.token, requeue=True)
         remaining = deadline - time.monotonic()
-        if self.in_process and remaining > 0:
+        if self._in_process and remaining > 0:
             try:
                 await asyncio.wait_for(self._all_settled.wait(), remaining)
             except TimeoutError:
-                log.warning(
-                    "drain_incomplete", unsettled=len(self.in_process), in_flight=self.in_flight
-                )
+                log.warning("drain_incomplete", unsettled=self.unsettled, in_flight=self.in_flight)
         for task in list(self._lookups.values()):
             task.cancel()
         self._waiting.clear()

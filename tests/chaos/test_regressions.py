@@ -72,6 +72,14 @@ async def test_consumer_outlives_a_broker_outage_longer_than_its_watchdog_interv
 VICTIM = "lastseen-terminated"
 
 
+class _Rows:
+    def __init__(self, stored: list[int]) -> None:
+        self.on_stored = stored.extend
+
+    def on_health(self, healthy: bool) -> None:
+        pass
+
+
 async def test_batch_writer_survives_sessions_terminated_mid_statement(database_url: str) -> None:
     """Found by the pg_terminate_backend scenario (1 run in 4): a session terminated while a
     pool connection was being released makes asyncpg raise ``InternalClientError: cannot switch
@@ -82,12 +90,10 @@ async def test_batch_writer_survives_sessions_terminated_mid_statement(database_
     )
     killer = await asyncpg.connect(database_url)
     stored_rows: list[int] = []
-    writer: BatchWriter[int] = BatchWriter(
-        pool, max_rows=50, max_delay=0.005, on_stored=stored_rows.extend, on_health=lambda _: None
-    )
+    writer: BatchWriter[int] = BatchWriter(pool, max_rows=50, max_delay=0.005)
     try:
         await migrate(pool)
-        task = asyncio.create_task(writer.run())
+        task = asyncio.create_task(writer.run(_Rows(stored_rows)))
         deadline = time.monotonic() + 3.0
         row = 0
         while time.monotonic() < deadline and not task.done():

@@ -1,16 +1,20 @@
-"""The consumer as a real process against the real RabbitMQ and PostgreSQL, with a scripted
-status API in the test's own loop (so every wait here is async: a blocking wait would stall it)."""
+"""The consumer against the real RabbitMQ and PostgreSQL, with a scripted status API in the test's
+own loop (so every wait here is async: a blocking wait would stall it). The consumer runs
+in-process (``run_consumer(settings, stop)``); one test runs it as a real process (SIGTERM, exit
+code, metrics over HTTP), as do the command-line ones (``replay-dead``, a bad configuration)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aio_pika
 import aiohttp
+import aiormq
 import asyncpg
 import httpx
 import orjson
@@ -19,9 +23,13 @@ import pytest
 from common.amqp import Topology, declare_topology
 from common.messages import IdsMessage, decode_message
 from consumer.dead_letter import ERRORS_HEADER, KIND_HEADER, REASON_HEADER, exhausted_letter
+from consumer.service import run_consumer
+from consumer.subscription import Subscription
 from tests.support.consumer_status import (
+    InProcessConsumer,
     StatusApi,
     consumer_env,
+    consumer_settings,
     publish,
     ready_count,
     started,
@@ -43,6 +51,27 @@ async def status_api() -> AsyncIterator[StatusApi]:
         yield api
     finally:
         await api.stop()
+
+
+@pytest.fixture
+async def consumers(
+    channel: aio_pika.abc.AbstractChannel,
+) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[InProcessConsumer]]]:
+    """Start consumers in-process from an environment; each is stopped afterwards."""
+    running: list[InProcessConsumer] = []
+
+    async def start(env: dict[str, str]) -> InProcessConsumer:
+        consumer = InProcessConsumer(consumer_settings(env))
+        running.append(consumer)
+        await consumer.start(channel)
+        return consumer
+
+    yield start
+    for consumer in reversed(running):
+        await consumer.stop()
+
+
+Consumers = Callable[[dict[str, str]], Awaitable[InProcessConsumer]]
 
 
 @pytest.fixture
@@ -104,7 +133,7 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
 
 
 async def test_redelivery_and_older_observations_never_move_time_back(
-    spawn: Callable[..., ServiceProcess],
+    consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
     channel: aio_pika.abc.AbstractChannel,
@@ -113,7 +142,7 @@ async def test_redelivery_and_older_observations_never_move_time_back(
 ) -> None:
     future = datetime.now(UTC) + timedelta(hours=1)
     await db_pool.execute("INSERT INTO object VALUES (2, $1)", future)
-    await started(spawn("consumer", consumer_env(service_env, status_api)))
+    await consumers(consumer_env(service_env, status_api))
     await publish(channel, queue_name, [2, 4])
 
     async def four_stored() -> datetime | None:
@@ -136,7 +165,7 @@ async def test_redelivery_and_older_observations_never_move_time_back(
 
 
 async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
-    spawn: Callable[..., ServiceProcess],
+    consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
     channel: aio_pika.abc.AbstractChannel,
@@ -150,7 +179,7 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
         status_api.scripts[object_id] = [action] * 3
     status_api.scripts[18] = ["500", "reset"]
     env = consumer_env(service_env, status_api, STATUS_TIMEOUT="500ms")
-    consumer = await started(spawn("consumer", env))
+    consumer = await consumers(env)
     await publish(channel, queue_name, [10, 12, 14, 16, 18, 20], callback_id="cb-fail")
 
     async def both_stored() -> bool:
@@ -208,11 +237,11 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
 
     await eventually(all_stored, timeout=30, what="replayed ids stored")
     assert await ready_count(channel, Topology(queue_name).dead) == 0
-    assert consumer.terminate(timeout=10) == 0
+    await consumer.stop()
 
 
 async def test_connection_refused_is_retried_then_dead_lettered(
-    spawn: Callable[..., ServiceProcess],
+    consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
     channel: aio_pika.abc.AbstractChannel,
@@ -221,7 +250,7 @@ async def test_connection_refused_is_retried_then_dead_lettered(
     closed_port_url = status_api.url
     await status_api.stop()  # nothing listens there any more: connections are refused
     env = consumer_env(service_env, status_api, TESTER_ENDPOINT=closed_port_url, MAX_ATTEMPTS="2")
-    await started(spawn("consumer", env))
+    await consumers(env)
     await publish(channel, queue_name, [30, 31], callback_id="cb-refused")
     dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
 
@@ -245,7 +274,7 @@ async def test_connection_refused_is_retried_then_dead_lettered(
     ],
 )
 async def test_malformed_messages_are_dead_lettered_and_acked(
-    spawn: Callable[..., ServiceProcess],
+    consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
     channel: aio_pika.abc.AbstractChannel,
@@ -253,7 +282,7 @@ async def test_malformed_messages_are_dead_lettered_and_acked(
     db_pool: asyncpg.Pool,
     body: bytes,
 ) -> None:
-    consumer = await started(spawn("consumer", consumer_env(service_env, status_api)))
+    consumer = await consumers(consumer_env(service_env, status_api))
     await channel.default_exchange.publish(
         aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue_name
     )
@@ -272,9 +301,36 @@ async def test_malformed_messages_are_dead_lettered_and_acked(
         return 42 in await stored(db_pool)
 
     await eventually(next_one_stored, timeout=20, what="the next message processed")
-    assert consumer.running()
+    assert consumer.running
     assert await ready_count(channel, queue_name) == 0
     assert await ready_count(channel, Topology(queue_name).dead) == 0
+
+
+async def test_a_refused_subscription_leaves_no_task_running(
+    service_env: dict[str, str],
+    status_api: StatusApi,
+    channel: aio_pika.abc.AbstractChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker refuses the subscription after the heartbeat, the batch writer and the metrics
+    server started: run_consumer raises the refusal, and nothing it started outlives it."""
+
+    async def refused(self: Subscription) -> None:
+        raise aiormq.exceptions.ChannelAccessRefused("ACCESS_REFUSED - queue in exclusive use")
+
+    monkeypatch.setattr(Subscription, "start", refused)
+    metrics_port = free_port()
+    env = consumer_env(service_env, status_api, METRICS_PORT=str(metrics_port))
+    before = asyncio.all_tasks()
+    with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+        await run_consumer(consumer_settings(env), asyncio.Event())
+
+    def left_running() -> list[str]:
+        return [repr(t.get_coro()) for t in asyncio.all_tasks() - before if not t.done()]
+
+    await eventually(lambda: not left_running(), timeout=5, what=f"tasks end: {left_running()}")
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", metrics_port)) != 0, "metrics still served"
 
 
 def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -296,6 +352,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
 
 async def test_with_the_tester_faults_and_all(
     spawn: Callable[..., ServiceProcess],
+    consumers: Consumers,
     service_env: dict[str, str],
     channel: aio_pika.abc.AbstractChannel,
     queue_name: str,
@@ -332,7 +389,7 @@ async def test_with_the_tester_faults_and_all(
         "RETRY_MAX_DELAY": "500ms",
         "BATCH_MAX_DELAY": "20ms",
     }
-    await started(spawn("consumer", env))
+    await consumers(env)
     ids = list(range(0, 400))
     for k in range(0, len(ids), 40):
         await publish(channel, queue_name, ids[k : k + 40], callback_id=f"cb{k}")

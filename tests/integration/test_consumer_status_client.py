@@ -1,15 +1,19 @@
-"""The status client at the HTTP level, against a scripted raw TCP server: what goes on the wire,
-when a connection is reused, and what an answer aiohttp cannot parse or a closed keep-alive
-connection becomes."""
+"""Both status clients (``STATUS_CLIENT=fast`` and ``standard``) at the HTTP level, against a
+scripted raw TCP server: what goes on the wire, when a connection is reused, and what an answer
+aiohttp cannot parse or a closed keep-alive connection becomes. Every test runs against both."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from consumer.status_client import StatusClient, StatusFailure
+from consumer.status import StatusFailure
+from consumer.status_client import StatusClient
+from consumer.status_httptools import HttptoolsStatusClient
+from consumer.status_standard import StandardStatusClient
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +31,15 @@ def online(object_id: int) -> bytes:
 
 class RawServer:
     """Answers each request head with the next scripted bytes (``None``: close the connection
-    without answering); ``close_after`` closes a connection after that many answers."""
+    without answering); ``close_after`` closes a connection after that many answers, and counts
+    in ``seen_closed`` those the client then closed too."""
 
     def __init__(self, script: list[bytes | None], close_after: int = 0) -> None:
         self.script = script
         self.close_after = close_after
         self.heads: list[bytes] = []
         self.connections = 0
+        self.seen_closed = 0
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -65,6 +71,11 @@ class RawServer:
                 await writer.drain()
                 answered += 1
                 if answered == self.close_after:
+                    # Half-close and wait for the client's end: once the client has closed its
+                    # side, it has seen the close (a test can wait for that, not sleep).
+                    writer.write_eof()
+                    await reader.read()
+                    self.seen_closed += 1
                     return
         finally:
             writer.close()
@@ -86,16 +97,31 @@ async def serve(
     return server
 
 
-def client(server: RawServer) -> StatusClient:
-    return StatusClient(server.url, max_connections=4, timeout=2.0)
+Client = StatusClient | StandardStatusClient | HttptoolsStatusClient
 
 
-async def test_one_get_per_lookup_on_a_kept_alive_connection(servers: list[RawServer]) -> None:
+@pytest.fixture(
+    params=[StatusClient, StandardStatusClient, HttptoolsStatusClient],
+    ids=["fast", "standard", "httptools"],
+)
+def client(request: pytest.FixtureRequest) -> Callable[[RawServer], Client]:
+    """The client under test, for a server: each test runs once per ``STATUS_CLIENT``."""
+    kind: type[Client] = request.param
+
+    def make(server: RawServer) -> Client:
+        return kind(server.url, max_connections=4, timeout=2.0)
+
+    return make
+
+
+async def test_one_get_per_lookup_on_a_kept_alive_connection(
+    servers: list[RawServer], client: Callable[[RawServer], Client]
+) -> None:
     server = await serve(servers, [online(42), online(7), online(10**12)])
     async with client(server) as status:
-        assert await status.online(42) is True
-        assert await status.online(7) is False
-        assert await status.online(10**12) is True
+        assert await status.lookup(42) is True
+        assert await status.lookup(7) is False
+        assert await status.lookup(10**12) is True
     assert server.connections == 1
     port = server.url.split(":")[2].split("/")[0]
     assert (
@@ -107,43 +133,47 @@ async def test_one_get_per_lookup_on_a_kept_alive_connection(servers: list[RawSe
     assert server.heads[2].startswith(b"GET /base/objects/1000000000000 HTTP/1.1\r\n")
 
 
-async def test_an_informational_answer_is_skipped(servers: list[RawServer]) -> None:
+async def test_an_informational_answer_is_skipped(
+    servers: list[RawServer], client: Callable[[RawServer], Client]
+) -> None:
     early_hints = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
     server = await serve(servers, [early_hints + online(8), online(9)])
     async with client(server) as status:
-        assert await status.online(8) is True
-        assert await status.online(9) is False
+        assert await status.lookup(8) is True
+        assert await status.lookup(9) is False
     assert server.connections == 1
 
 
 async def test_connection_close_and_an_unread_body_are_not_reused(
-    servers: list[RawServer],
+    servers: list[RawServer], client: Callable[[RawServer], Client]
 ) -> None:
     server = await serve(
         servers,
         [
             answer(b'{"id":2,"online":true}', extra="Connection: close\r\n"),
-            answer(b"x" * 5000),
+            # Refused for its announced length while most of it is still to come: the rest
+            # would be read as the next answer on a reused connection.
+            answer(b"x" * 5000)[:200],
             online(4),
         ],
     )
     async with client(server) as status:
-        assert await status.online(2) is True
+        assert await status.lookup(2) is True
         with pytest.raises(StatusFailure, match="bad body: 5000 bytes"):
-            await status.online(3)
-        assert await status.online(4) is True
+            await status.lookup(3)
+        assert await status.lookup(4) is True
     assert server.connections == 3
 
 
 async def test_a_kept_alive_connection_closed_by_the_server_is_sent_again(
-    servers: list[RawServer],
+    servers: list[RawServer], client: Callable[[RawServer], Client]
 ) -> None:
     # The keep-alive race: the server closes a kept-alive connection as the next request
     # arrives on it. That request is sent once more, on a new connection.
     server = await serve(servers, [online(2), None, online(4)])
     async with client(server) as status:
-        assert await status.online(2) is True
-        assert await status.online(4) is True
+        assert await status.lookup(2) is True
+        assert await status.lookup(4) is True
     assert server.connections == 2
     assert [head.split(b" ")[1] for head in server.heads] == [
         b"/base/objects/2",
@@ -151,19 +181,23 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_sent_again(
         b"/base/objects/4",
     ]
 
-    # Closed while idle in the pool: not used again.
-    idle = await serve(servers, [online(2), online(4)], close_after=1)
+    # Closed while idle in the pool: not used again. Had the request been written on it, the
+    # failure would have spent the one resend on the next connection, which the server drops:
+    # the lookup would fail. Not written there, the dropped one is the first try, and the
+    # resend on a third connection answers.
+    idle = await serve(servers, [online(2), None, online(4)], close_after=1)
     async with client(idle) as status:
-        assert await status.online(2) is True
-        await asyncio.sleep(0.05)
-        assert await status.online(4) is True
-    assert idle.connections == 2
+        assert await status.lookup(2) is True
+        await eventually(lambda: idle.seen_closed == 1, timeout=5, what="the client saw the close")
+        assert await status.lookup(4) is True
+    assert idle.connections == 3
+    assert len(idle.heads) == 3
 
     # Closed without an answer on a fresh connection too: a failure after one resend, no loop.
     dropping = await serve(servers, [None, None, None])
     async with client(dropping) as status:
         with pytest.raises(StatusFailure, match="connection lost"):
-            await status.online(6)
+            await status.lookup(6)
     assert dropping.connections == 2
 
 
@@ -178,9 +212,9 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_sent_again(
     ],
 )
 async def test_unusable_answers_fail_with_a_reason(
-    servers: list[RawServer], reply: bytes, reason: str
+    servers: list[RawServer], client: Callable[[RawServer], Client], reply: bytes, reason: str
 ) -> None:
     server = await serve(servers, [reply, None], close_after=1)
     async with client(server) as status:
         with pytest.raises(StatusFailure, match=reason):
-            await status.online(8)
+            await status.lookup(8)

@@ -87,3 +87,14 @@ async def test_the_standard_publish_mode_runs_on_an_untested_aiormq(
     # Confirmed straight away on a quiet broker; spooled and relayed if the shared one is busy.
     assert sorted(await collect_until(amqp_connection, queue_name, {4, 5}, timeout=20)) == [4, 5]
     assert await asyncio.to_thread(process.terminate) == 0
+
+
+def test_the_standard_status_client_runs_on_an_untested_aiohttp(tmp_path: Path) -> None:
+    """``STATUS_CLIENT=standard`` uses aiohttp's public API only: no version check stops it. It
+    goes on to connect (here to nothing) and exits 1 for that, not 2."""
+    fakes = fake_distribution(tmp_path / "fakes", "aiohttp", "3.15.2")
+    env = {**UNREACHABLE, "STATUS_CLIENT": "standard", "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}"}
+    result = run_module("consumer", env, tmp_path / "run")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dependency_unavailable" in result.stdout
+    assert "tested with" not in result.stdout + result.stderr

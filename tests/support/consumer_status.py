@@ -1,6 +1,7 @@
-"""The consumer tests' harness: a scripted status API (a real aiohttp server in the test's loop)
-and helpers to publish work, read the table and wait, all async (a blocking wait would stall the
-status API that the consumer under test is talking to).
+"""The consumer tests' harness: a scripted status API (a real aiohttp server in the test's loop),
+the consumer run in-process (:class:`InProcessConsumer`), and helpers to publish work, read the
+table and wait, all async (a blocking wait would stall the status API and the consumer, which
+share the test's loop).
 
 Per id, a script of what the next requests get (``ok``, ``500``, ``hang``, ``garbage``,
 ``wrong-id``, ``reset``); afterwards ``default``. It records every request's time and the peak
@@ -13,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import aio_pika
@@ -21,6 +22,8 @@ import asyncpg
 from aiohttp import web
 
 from common.messages import IdsMessage
+from consumer.service import run_consumer
+from consumer.settings import ConsumerSettings
 from tests.support.processes import ServiceProcess
 from tests.support.waiting import eventually
 
@@ -95,6 +98,47 @@ def consumer_env(service_env: dict[str, str], api: StatusApi, **extra: str) -> d
         "SHUTDOWN_GRACE": "5s",
         **extra,
     }
+
+
+def consumer_settings(env: Mapping[str, str]) -> ConsumerSettings:
+    """The settings ``python -m consumer`` would read from ``env`` (and nothing else)."""
+    values = {name.lower(): value for name, value in env.items()}
+    return ConsumerSettings(_env_file=None, **values)
+
+
+class InProcessConsumer:
+    """``run_consumer(settings, stop)`` as a task of the test's loop: no process to start, and a
+    failure shows its traceback. For what needs a process (signals, exit codes, kill -9), use
+    :func:`started` on a spawned one."""
+
+    def __init__(self, settings: ConsumerSettings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, channel: aio_pika.abc.AbstractChannel, timeout: float = 20.0) -> None:
+        """Run it, and return once it consumes from its queue."""
+        self._task = task = asyncio.create_task(run_consumer(self.settings, self._stop))
+
+        async def subscribed() -> bool:
+            if task.done():
+                task.result()
+                raise AssertionError("run_consumer returned before it subscribed")
+            queue = await channel.declare_queue(self.settings.queue_name, passive=True)
+            return (queue.declaration_result.consumer_count or 0) > 0
+
+        await eventually(subscribed, timeout=timeout, what="consumer subscribed")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Set ``stop`` and wait for the shutdown (drain, flush, acks) to finish; re-raise what
+        it raised."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, timeout)
 
 
 async def started(process: ServiceProcess, timeout: float = 20.0) -> ServiceProcess:

@@ -7,15 +7,19 @@ import random
 import time
 from datetime import UTC, datetime
 
+import aio_pika
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.contextvars import get_contextvars, merge_contextvars
+from structlog.testing import capture_logs
 
-from common.amqp import RETRY_TIERS_MS
+from common.amqp import RETRY_TIERS_MS, Topology
 from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
-from consumer.backoff import plan_retry, retry_tiers, tier_for
+from consumer.backoff import RetryPolicy, plan_retry, retry_tiers, tier_for
+from consumer.batch_writer import BatchWriter
 from consumer.dead_letter import (
     ERRORS_HEADER,
     KIND_HEADER,
@@ -28,9 +32,10 @@ from consumer.ledger import Delivery, Next, exhausted, summarize
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
-from consumer.status_client import StatusFailure, parse_status
+from consumer.status import StatusFailure, parse_status
 from consumer.subscription import looks_stuck, needs_resize, prefetch_for
 from consumer.worker import Worker
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -254,6 +259,7 @@ def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.batch_max_delay == pytest.approx(0.02)
     assert settings.prefetch is None
     assert settings.status_base_url == "http://tester:9010"
+    assert settings.status_client == "fast"
 
 
 @pytest.mark.parametrize(
@@ -268,6 +274,7 @@ def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> Non
         ("RETRY_BASE_DELAY", "2m"),
         ("MAX_ATTEMPTS", "0"),
         ("PREFETCH", "70000"),
+        ("STATUS_CLIENT", "turbo"),
     ],
 )
 def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -275,6 +282,16 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
 
     with pytest.raises(ValidationError):
         _settings(monkeypatch, **{name: value})
+
+
+def test_the_httptools_client_refuses_an_https_status_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="STATUS_CLIENT=httptools needs an http://"):
+        _settings(monkeypatch, STATUS_CLIENT="httptools", TESTER_ENDPOINT="https://tester")
+    assert _settings(monkeypatch, STATUS_CLIENT="standard", TESTER_ENDPOINT="https://tester")
 
 
 def test_every_setting_is_described() -> None:
@@ -299,44 +316,110 @@ class _FakeDelivery:
 
 
 class _AllOffline:
-    async def online(self, object_id: int) -> bool:
+    async def lookup(self, object_id: int) -> bool:
         await asyncio.sleep(0.005)
         return False
 
+    async def close(self) -> None:
+        pass
+
 
 class _NoRows:
-    def add(self, *_: object) -> None:
+    def add(self, object_id: int, seen: datetime, owner: object) -> None:
         raise AssertionError("offline ids are never written")
 
 
-async def test_drain_returns_unstarted_messages_even_while_lookups_finish(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def _no_publish(message: aio_pika.Message, routing_key: str) -> None:
+    raise AssertionError("nothing fails, so nothing is retried")
+
+
+def _worker(max_in_flight: int = 1) -> Worker:
+    return Worker(
+        _AllOffline(),
+        _NoRows(),
+        _no_publish,
+        topology=Topology("q"),
+        max_in_flight=max_in_flight,
+        retry=RetryPolicy(max_attempts=3, base_delay=0.25, max_delay=0.5),
+    )
+
+
+async def test_drain_returns_unstarted_messages_even_while_lookups_finish() -> None:
     """Regression: a lookup finishing during a nack used to start a message drain was about to
     return, and drain died with ValueError instead of finishing the shutdown."""
-    for name, value in {
-        "AMQP_URI": "amqp://u:p@localhost:5672/",
-        "QUEUE_NAME": "q",
-        "POSTGRES_HOST": "db",
-        "POSTGRES_DB": "d",
-        "POSTGRES_USER": "u",
-        "TESTER_ENDPOINT": "http://tester:9010",
-        "MAX_CONSUMERS": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings = ConsumerSettings(_env_file=None)  # type: ignore[call-arg]
-
-    async def publish(message: object, routing_key: str) -> None:
-        raise AssertionError("nothing fails, so nothing is retried")
-
-    worker = Worker(settings, _AllOffline(), publish)  # type: ignore[arg-type]
-    worker.attach(_NoRows())  # type: ignore[arg-type]
+    worker = _worker(max_in_flight=1)
     deliveries = [_FakeDelivery(ids) for ids in ([1, 2], [3], [4], [5])]
     for delivery in deliveries:
-        await worker.on_message(delivery)  # type: ignore[arg-type]
+        await worker.on_message(delivery)
 
     await worker.drain(time.monotonic() + 5)
     await worker.wait_side_tasks(time.monotonic() + 5)
 
     assert deliveries[0].acked and not deliveries[0].nacked, "the started message finishes"
     assert all(d.nacked and not d.acked for d in deliveries[1:]), "the others go back"
+
+
+class _AllFailing:
+    async def lookup(self, object_id: int) -> bool:
+        raise StatusFailure("http 500")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_warning_while_settling_a_delivery_names_its_message_and_callback() -> None:
+    routed: list[str] = []
+
+    async def publish(message: aio_pika.Message, routing_key: str) -> None:
+        routed.append(routing_key)
+
+    worker = Worker(
+        _AllFailing(),
+        _NoRows(),
+        publish,
+        topology=Topology("q"),
+        max_in_flight=4,
+        retry=RetryPolicy(max_attempts=1, base_delay=0.25, max_delay=0.5),
+    )
+    delivery = _FakeDelivery([7, 9])
+    delivery.message_id = "m-7"
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await worker.on_message(delivery)
+        await eventually(lambda: delivery.acked, timeout=5, what="dead-lettered, then acked")
+        await worker.wait_side_tasks(time.monotonic() + 5)
+    assert routed == [Topology("q").dead]
+    (dead,) = [entry for entry in logs if entry["event"] == "ids_dead_lettered"]
+    assert dead["log_level"] == "warning"
+    assert (dead["callback_id"], dead["message_id"], dead["ids"]) == ("cb", "m-7", 2)
+    assert "message_id" not in get_contextvars(), "the binding ends with the delivery's task"
+
+
+class _RefusingDatabase:
+    async def execute(self, query: str, *args: object) -> str:
+        raise ConnectionRefusedError("the database is away")
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+        self.health: list[bool] = []
+
+    def on_stored(self, owners: list[int]) -> None:
+        self.stored += owners
+
+    def on_health(self, healthy: bool) -> None:
+        self.health.append(healthy)
+
+
+async def test_a_closed_batch_writer_gives_up_at_its_deadline_while_the_database_fails() -> None:
+    writer: BatchWriter[int] = BatchWriter(_RefusingDatabase(), max_rows=10, max_delay=0.001)
+    listener = _Listener()
+    run = asyncio.create_task(writer.run(listener))
+    writer.add(1, datetime.now(UTC), 1)
+    await eventually(lambda: listener.health == [False], timeout=5, what="flush failed")
+    with capture_logs() as logs:
+        writer.close(time.monotonic() + 0.3)
+        await asyncio.wait_for(run, 6)  # the backoff alone would retry for ever
+    assert listener.stored == [], "nothing was committed, so nothing may be acked"
+    assert writer.pending == 0
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["flush_abandoned"]

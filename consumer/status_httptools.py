@@ -1,0 +1,188 @@
+"""A status client on public, stable layers only: an asyncio ``Protocol`` per connection and
+httptools' response parser (llhttp, the parser aiohttp itself uses), with a small keep-alive pool
+of its own (``STATUS_CLIENT=httptools``, experimental).
+
+The same answers and failures as the other two clients (the rules in :mod:`consumer.status`; the
+same tests run against all three), the same head (request line, ``Host``, ``Accept: */*``), the
+same deadline sweep (:class:`~consumer.status.SweptClient`). What it does itself, and aiohttp
+does for the others: the pool (LIFO, idle connections dropped after 30 s or when the server
+closed them; the worker never has more than ``max_connections`` lookups in flight, so the pool
+never holds more), the connect timeout (``timeout``), and the reuse rule (only after a complete
+answer the parser says may be kept alive, with no bytes beyond it). Plain ``http://`` only; names
+are resolved by the loop on each new connection (no DNS cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httptools
+from yarl import URL
+
+from consumer.status import MAX_BODY_BYTES, StatusFailure, SweptClient, parse_status
+
+KEEPALIVE_TIMEOUT = 30.0
+
+
+class _Lost(Exception):
+    """The connection closed before the answer was complete."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self.status = 0
+        self.body: list[bytes] = []
+        self.size = 0
+        self.reusable = False
+        self.idle_since = 0.0
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(StatusFailure(f"http error: {error!r}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(_Lost(repr(exc) if exc else "closed by the server"))
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        if self.answer is None or self.answer.done():
+            self.close()  # bytes beyond the answer: nothing on this connection can be trusted
+            return
+        self.status, self.body, self.size = 0, [], 0
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-length" and int(value) > MAX_BODY_BYTES:
+            self._fail(StatusFailure(f"bad body: {int(value)} bytes"))
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_BODY_BYTES:
+            self._fail(StatusFailure(f"bad body: over {MAX_BODY_BYTES} bytes"))
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        answer = self.answer
+        if answer is None or answer.done():
+            return
+        if 100 <= self.status < 200 and self.status != 101:
+            return  # informational (100 Continue, 103 Early Hints): the answer follows
+        self.reusable = self.parser.should_keep_alive()
+        answer.set_result((self.status, b"".join(self.body)))
+
+    # --- used by the client ---
+
+    def send(self, head: bytes, answer: asyncio.Future[tuple[int, bytes]]) -> None:
+        assert self.transport is not None
+        self.answer = answer
+        self.reusable = False
+        self.transport.write(head)
+
+    def usable(self, idle_after: float) -> bool:
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and self.idle_since > idle_after
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        self.reusable = False
+        answer = self.answer
+        if answer is not None and not answer.done():
+            answer.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HttptoolsStatusClient(SweptClient):
+    """``async with HttptoolsStatusClient(...) as client: await client.lookup(42)``."""
+
+    _idle: list[_Connection] = []  # replaced by _open's own list before any use
+
+    async def _open(self) -> None:
+        url = URL(self._base, encoded=True)
+        if url.scheme != "http" or url.raw_host is None:
+            raise ValueError("STATUS_CLIENT=httptools speaks plain http:// only")
+        self._host = url.raw_host
+        self._port = url.port or 80
+        host = self._host if url.is_default_port() else f"{self._host}:{self._port}"
+        self._head_start = f"GET {url.raw_path}".encode()
+        self._head_end = f" HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode()
+        self._idle = []
+        self._start_sweeper()
+
+    async def close(self) -> None:
+        self._stop_sweeper()
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    async def _ask(self, object_id: int) -> bool:
+        loop = self._loop
+        assert loop is not None
+        head = b"%b%d%b" % (self._head_start, object_id, self._head_end)
+        for resend in (False, True):
+            connection = await self._connect() if resend else await self._take()
+            answer: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+            connection.send(head, answer)
+            try:
+                status, body = await answer
+            except _Lost as lost:
+                if not resend:
+                    continue  # closed by the server (the keep-alive race): once more, fresh
+                raise StatusFailure(f"connection lost: {lost}") from None
+            except BaseException:  # a refused answer, or cancelled: the connection is done
+                connection.close()
+                raise
+            self._release(connection)
+            return parse_status(object_id, status, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _take(self) -> _Connection:
+        idle_after = time.monotonic() - KEEPALIVE_TIMEOUT
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.usable(idle_after):
+                return connection
+            connection.close()
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
+        loop = self._loop
+        assert loop is not None
+        try:
+            async with asyncio.timeout(self._timeout):
+                _, connection = await loop.create_connection(_Connection, self._host, self._port)
+        except TimeoutError:
+            raise StatusFailure("timeout") from None
+        except OSError as error:
+            raise StatusFailure(f"cannot connect: {error!r}") from None
+        return connection
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.reusable and len(self._idle) < self._max_connections:
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
