@@ -7,7 +7,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aio_pika
 import structlog
@@ -24,11 +24,13 @@ from consumer.batch_writer import BatchWriter
 from consumer.ledger import Delivery
 from consumer.settings import ConsumerSettings
 from consumer.status import StatusClientKind, StatusLookup
-from consumer.status_client import FAST_PATH, StatusClient
-from consumer.status_httptools import HttptoolsStatusClient
-from consumer.status_standard import StandardStatusClient
 from consumer.subscription import Subscription
 from consumer.worker import Message, Worker
+
+if TYPE_CHECKING:
+    from consumer.status_client import StatusClient
+    from consumer.status_httptools import HttptoolsStatusClient
+    from consumer.status_standard import StandardStatusClient
 
 log = structlog.get_logger("consumer")
 T = TypeVar("T")
@@ -36,16 +38,29 @@ T = TypeVar("T")
 
 def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
     """The fast paths these settings select (checked at start-up)."""
-    return (FAST_PATH,) if settings.status_client == "fast" else ()
+    if settings.status_client != "fast":
+        return ()
+    from consumer.status_client import FAST_PATH
+
+    return (FAST_PATH,)
 
 
-STATUS_CLIENTS: dict[
-    StatusClientKind, type[StatusClient | StandardStatusClient | HttptoolsStatusClient]
-] = {
-    "fast": StatusClient,
-    "standard": StandardStatusClient,
-    "httptools": HttptoolsStatusClient,
-}
+def status_client_class(
+    kind: StatusClientKind,
+) -> type[StatusClient | StandardStatusClient | HttptoolsStatusClient]:
+    """The client ``STATUS_CLIENT`` names, imported only when chosen: an aiohttp whose internals
+    moved cannot break the public twins at import."""
+    if kind == "fast":
+        from consumer.status_client import StatusClient
+
+        return StatusClient
+    if kind == "standard":
+        from consumer.status_standard import StandardStatusClient
+
+        return StandardStatusClient
+    from consumer.status_httptools import HttptoolsStatusClient
+
+    return HttptoolsStatusClient
 
 
 PUBLISH_TIMEOUT = 10.0
@@ -90,7 +105,7 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         )
         try:
             await migrate(pool)
-            async with STATUS_CLIENTS[settings.status_client](
+            async with status_client_class(settings.status_client)(
                 settings.status_base_url,
                 max_connections=settings.max_consumers,
                 timeout=settings.status_timeout,
