@@ -20,6 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
+from common.nodes import BrokerFailover, connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect
 
 # 4.x defaults the quorum delivery limit to 20; 3.10 has none. Set it explicitly so the topology is
@@ -91,16 +92,24 @@ async def connect_amqp(
     """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
 
     After the first success aio-pika's robust connection re-establishes itself (and its channels,
-    queues and consumers) every ``reconnect_interval`` seconds while the broker is away.
+    queues and consumers) every ``reconnect_interval`` seconds while the broker is away. ``uri``
+    may list several nodes of a cluster (see :mod:`common.nodes`): this process tries them in an
+    order of its own and, when its node dies, reconnects to the next one.
     """
+    nodes = shuffled(parse_amqp_nodes(uri))
 
-    async def attempt() -> AbstractRobustConnection:
+    async def connect(node: str) -> AbstractRobustConnection:
         return await aio_pika.connect_robust(
-            uri,
+            node,
             client_properties={"connection_name": connection_name},
             reconnect_interval=reconnect_interval,
             timeout=10,
         )
+
+    async def attempt() -> AbstractRobustConnection:
+        index, connection = await connect_any(nodes, connect)
+        BrokerFailover(nodes, index, reconnect_interval).attach(connection)
+        return connection
 
     return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
 

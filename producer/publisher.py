@@ -22,6 +22,7 @@ from aiormq.abc import AbstractConnection as AmqpConnection
 from pamqp import commands as spec
 
 from common.amqp import declare_topology
+from common.nodes import connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect
 from producer.pipeline import ConfirmPipeline
 from producer.spool import OutgoingMessage
@@ -48,7 +49,10 @@ class Publisher:
         max_backoff: float,
         connection_name: str = "lastseen-producer",
     ) -> None:
-        self._uri = amqp_uri
+        # Several nodes: an order of this process's own; after a lost connection, the next node
+        # is tried first (the one just lost is likely dead).
+        self._nodes = shuffled(parse_amqp_nodes(amqp_uri))
+        self._first_node = 0
         self._queue_name = queue_name
         self._max_backoff = max_backoff
         self._connection_name = connection_name
@@ -110,6 +114,7 @@ class Publisher:
                 self._connected.clear()
                 with contextlib.suppress(*_RETRY_ON, RuntimeError):
                     await asyncio.wait_for(connection.close(), timeout=2)
+            self._first_node = (self._first_node + 1) % len(self._nodes)
             if not self._stopped:
                 log.warning("broker_connection_lost")
 
@@ -119,8 +124,13 @@ class Publisher:
         self._lost.set()
 
     async def _open(self) -> aio_pika.abc.AbstractConnection:
+        index, connection = await connect_any(self._nodes, self._open_on, start=self._first_node)
+        self._first_node = index
+        return connection
+
+    async def _open_on(self, node: str) -> aio_pika.abc.AbstractConnection:
         connection = await aio_pika.connect(
-            self._uri,
+            node,
             client_properties={"connection_name": self._connection_name},
             timeout=10,
         )
