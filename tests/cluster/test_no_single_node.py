@@ -55,8 +55,12 @@ async def _moved_off(cluster: ClusterSuite, victim: ClusterNode, name: str, coun
     await eventually(moved, timeout=20, interval=0.5, what=f"every {name} on another node")
 
 
+MIN_IDS_PER_S = 200  # the load floor, at the real 0.3-4.3 s status delays
+
+
 def _assert_passed(result: FaultResult) -> None:
     assert result.passed, result.describe()
+    assert result.ids_per_s >= MIN_IDS_PER_S, result.describe()
 
 
 def test_quorum_queues_replicate_over_three_nodes(cluster: ClusterSuite) -> None:
@@ -213,3 +217,4 @@ async def test_one_of_two_producers_killed_behind_haproxy(cluster: ClusterSuite)
     result.notes = f"HAProxy retries/redispatches so far: {retried}"
     cluster.record(result)
     _assert_passed(result)
+    assert result.callbacks_per_s >= 20, result.describe()
