@@ -99,6 +99,7 @@ class Bench:
         self.window_start = float("inf")  # epoch: messages received from then on are measured
         self.messages = 0
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.figures: dict[str, float] = {}  # the printed figures, for bench.capacity
 
     async def run(self) -> None:
         args = self.args
@@ -273,6 +274,14 @@ class Bench:
         rate = ids_done / (t_1 - t_0)
         cpu_per_id_ms = 1000 * (cpu_1 - cpu_0) / max(ids_done, 1)
         answered_lag = await self.answered_freshness(pool)
+        self.figures = {
+            "ids_per_s": rate,
+            "cpu_ms_per_id": cpu_per_id_ms,
+            "peak_rss_mb": hwm,
+            "peak_in_flight": float(peak),
+            "max_backlog_messages": float(max_backlog),
+            "window_s": t_1 - t_0,
+        }
         mean_delay = (args.delay_min + args.delay_max) / 2
         print(
             f"mode={args.mode} max_consumers={args.max_consumers} "

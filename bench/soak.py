@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from tests.support.suite import audit
+from tester.audit import audit
 
 ROOT = Path(__file__).resolve().parents[1]
 

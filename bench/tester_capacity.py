@@ -82,7 +82,7 @@ def start_tester(delay: float, workdir: Path) -> Iterator[Server]:
             [sys.executable, "-m", "tester"], cwd=workdir, env=env, stdout=out, stderr=out
         )
     try:
-        port = json.loads(wait_for_line(log, '"tester listening"', process))["port"]
+        port = json.loads(wait_for_line(log, '"tester_listening"', process))["port"]
         yield Server("tester", process, f"http://127.0.0.1:{port}", ("objects", "peak_in_flight"))
     finally:
         process.terminate()

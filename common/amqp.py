@@ -14,14 +14,48 @@ never declare the same queue with different arguments, which RabbitMQ refuses wi
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
 from common.nodes import BrokerFailover, connect_any, parse_amqp_nodes, shuffled
-from common.retrying import retry_connect
+from common.retrying import DependencyUnavailable, retry_connect
+from common.tls import certificate_refused, describe_refusal
+
+# What to check when the broker's certificate is refused.
+TLS_HINT = "check AMQP_TLS_CA and that AMQP_URI's host name is in the broker's certificate"
+
+# What a publish, an ack or a channel operation raises when the broker or the channel is gone (the
+# counterpart of common.db.DATABASE_ERRORS).
+AMQP_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+)
+# Connecting: the above, and any socket error on the way (refused, unreachable, reset).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, *AMQP_ERRORS)
+# aio-pika raises RuntimeError("Connection was not opened") for a channel asked for while the
+# robust connection is reconnecting.
+RECONNECTING_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
+# aiormq rejects every pending future with CancelledError when it gives up on a stuck connection
+# (a missed heartbeat): for a publish or an ack that is a broker failure, not a cancellation of the
+# task awaiting it. Catch these, then ask cancelled_by_broker() before treating one as a failure.
+SETTLE_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, asyncio.CancelledError)
+
+
+def cancelled_by_broker(error: BaseException) -> bool:
+    """False for a real cancellation of the current task (shutdown), which must propagate."""
+    if not isinstance(error, asyncio.CancelledError):
+        return True
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
 
 # 4.x defaults the quorum delivery limit to 20; 3.10 has none. Set it explicitly so the topology is
 # the same on both. It only guards against poison messages that crash consumers: ordinary
@@ -87,24 +121,36 @@ async def declare_topology(
 
 
 async def connect_amqp(
-    uri: str, *, connection_name: str, deadline: float, reconnect_interval: float = 1.0
+    uri: str,
+    *,
+    connection_name: str,
+    deadline: float,
+    reconnect_interval: float = 1.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
     """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
 
     After the first success aio-pika's robust connection re-establishes itself (and its channels,
     queues and consumers) every ``reconnect_interval`` seconds while the broker is away. ``uri``
     may list several nodes of a cluster (see :mod:`common.nodes`): this process tries them in an
-    order of its own and, when its node dies, reconnects to the next one.
+    order of its own and, when its node dies, reconnects to the next one. A refused TLS
+    certificate is not retried: it raises :class:`DependencyUnavailable` at once.
     """
     nodes = shuffled(parse_amqp_nodes(uri))
 
     async def connect(node: str) -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            node,
-            client_properties={"connection_name": connection_name},
-            reconnect_interval=reconnect_interval,
-            timeout=10,
-        )
+        try:
+            return await aio_pika.connect_robust(
+                node,
+                client_properties={"connection_name": connection_name},
+                reconnect_interval=reconnect_interval,
+                timeout=10,
+                ssl_context=ssl_context,
+            )
+        except (OSError, ConnectionError) as error:
+            # not another node's business: every node presents the cluster's certificate
+            raise_if_certificate_refused(error, f"rabbitmq ({connection_name})")
+            raise
 
     async def attempt() -> AbstractRobustConnection:
         index, connection = await connect_any(nodes, connect)
@@ -112,6 +158,13 @@ async def connect_amqp(
         return connection
 
     return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
+
+
+def raise_if_certificate_refused(error: BaseException, target: str) -> None:
+    """A certificate verification failure is a configuration problem: waiting will not fix it."""
+    refused = certificate_refused(error)
+    if refused is not None:
+        raise DependencyUnavailable(describe_refusal(target, refused, TLS_HINT)) from error
 
 
 # The delay tiers a retry can wait in. Fixed, so that every deployment's retry queues have the

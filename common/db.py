@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+import ssl as ssl_module
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,6 +18,7 @@ import asyncpg
 import structlog
 
 from common.retrying import DependencyUnavailable, retry_connect
+from common.tls import certificate_refused, describe_refusal
 
 log = structlog.get_logger(__name__)
 
@@ -63,22 +65,42 @@ Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def create_pool(
-    dsn: str, *, max_size: int = 10, min_size: int = 1, deadline: float = 120.0
+    dsn: str,
+    *,
+    max_size: int = 10,
+    min_size: int = 1,
+    deadline: float = 120.0,
+    ssl: ssl_module.SSLContext | str | None = None,
 ) -> asyncpg.Pool:
     """Open a pool, retrying with backoff for up to ``deadline`` seconds.
 
     Once open, the pool replaces broken connections on the next acquire, so a database restart
-    costs the statements that were running, not the pool.
+    costs the statements that were running, not the pool. ``ssl`` is asyncpg's (see
+    :func:`common.tls.postgres_ssl`); a refused server certificate is not retried.
     """
 
     async def attempt() -> asyncpg.Pool:
-        return await asyncpg.create_pool(
-            dsn,
-            min_size=min(min_size, max_size),
-            max_size=max_size,
-            timeout=10,
-            command_timeout=60,
-        )
+        try:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min(min_size, max_size),
+                max_size=max_size,
+                timeout=10,
+                command_timeout=60,
+                ssl=ssl,
+            )
+        except OSError as error:
+            refused = certificate_refused(error)
+            if refused is not None:
+                raise DependencyUnavailable(
+                    describe_refusal(
+                        "postgresql",
+                        refused,
+                        "check POSTGRES_SSLROOTCERT and that POSTGRES_HOST is in the server's "
+                        "certificate",
+                    )
+                ) from error
+            raise
 
     try:
         return await retry_connect(

@@ -7,7 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
-DEFAULT_PATH = Path("/tmp/lastseen.heartbeat")
+# A timestamp, no data: on the container's own /tmp tmpfs nothing can be learnt or planted there.
+DEFAULT_PATH = Path("/tmp/lastseen.heartbeat")  # noqa: S108 - container tmpfs, a timestamp only
 
 
 async def beat_forever(path: Path = DEFAULT_PATH, interval: float = 5.0) -> None:

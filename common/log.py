@@ -69,3 +69,15 @@ def _route_stdlib(level: int, use_console: bool) -> None:
     # Library chatter at INFO (every reconnect attempt of aiormq, every access line) drowns the
     # service's own events; those libraries speak at WARNING and above unless asked for debug.
     root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    transport_errors = logging.getLogger("aiormq.connection")
+    if not any(isinstance(f, _DuplicateConnectError) for f in transport_errors.filters):
+        transport_errors.addFilter(_DuplicateConnectError())
+
+
+class _DuplicateConnectError(logging.Filter):
+    """aiormq logs every failed connect at ERROR, then raises; our callers log the same error
+    once more with what to do about it (``connect_retry``, ``dependency_unavailable``). Keep
+    theirs, so a refused certificate is one line, not two."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")

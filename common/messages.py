@@ -23,6 +23,14 @@ class MalformedMessage(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """An encoded work message on its way to the broker (spooled first if the broker is away)."""
+
+    message_id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class IdsMessage:
     callback_id: str
     received_at: datetime

@@ -81,6 +81,11 @@ def parse_amqp_nodes(value: str) -> tuple[str, ...]:
         if first is None:
             first = url
             continue
+        if url.scheme.lower() != first.scheme.lower():
+            raise NodeListError(
+                f"{where} {mask(entry)!r} is {url.scheme}://, entry 1 is {first.scheme}://: "
+                "every node of the list must use TLS, or none"
+            )
         if _vhost(url) != _vhost(first):
             raise NodeListError(
                 f"{where} {mask(entry)!r} names vhost {_vhost(url)!r}, entry 1 names "
@@ -143,7 +148,7 @@ def postgres_hostlist(hosts: Sequence[str], ports: Sequence[int]) -> str:
 def shuffled(nodes: Sequence[T], rng: random.Random | None = None) -> list[T]:
     """A per-process order of ``nodes``, so that many clients spread over a cluster."""
     order = list(nodes)
-    (rng or random.Random()).shuffle(order)
+    (rng or random.Random()).shuffle(order)  # noqa: S311 - load spreading, not security
     return order
 
 
@@ -169,7 +174,8 @@ async def connect_any(
             return index, connection
         if len(nodes) > 1:
             log.warning("node_unreachable", node=mask(nodes[index]), error=repr(last_error))
-    assert last_error is not None
+    if last_error is None:
+        raise ValueError("no nodes to connect to")
     raise last_error
 
 

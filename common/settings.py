@@ -6,7 +6,9 @@ them down. Nothing here reads the environment at import time.
 
 from __future__ import annotations
 
+import ssl
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -17,10 +19,17 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from common import tls
 from common.durations import DURATION_HINT, parse_duration
 from common.nodes import (
     NodeListError,
@@ -29,6 +38,8 @@ from common.nodes import (
     parse_ports,
     postgres_hostlist,
 )
+from common.secrets import SECRET, SecretFileError, SecretFilesSource, env_mapping, mask_uri
+from common.webhooks import parse_secrets
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, given as a Go-style duration (``3s``, ``500ms``, ``1m30s``) or plain seconds."""
@@ -64,6 +75,21 @@ class ServiceSettings(BaseSettings):
         "before exiting 1 (the producer spools instead; the tester needs neither)",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # NAME_FILE wins over NAME: a mounted secret replaces a development value in .env.
+        files = SecretFilesSource(
+            settings_cls, env_mapping(env_settings), env_mapping(dotenv_settings)
+        )
+        return init_settings, files, env_settings, dotenv_settings, file_secret_settings
+
 
 # The error type whose message already names the entry: no "(got …)" with the whole value, which
 # would repeat every node's password.
@@ -76,9 +102,22 @@ def _node_list_error(error: NodeListError) -> PydanticCustomError:
 
 class AmqpSettings(ServiceSettings):
     amqp_uri: str = Field(
-        description="RabbitMQ URI, e.g. amqp://user:pass@host:5672/vhost; several nodes of one "
-        "cluster: a comma-separated list (same user, password and vhost)"
+        pattern=r"^amqps?://",
+        description="RabbitMQ URI, e.g. amqp://user:pass@host:5672/vhost; amqps:// for TLS; "
+        "several nodes of one cluster: a comma-separated list (same scheme, user, password and "
+        "vhost)",
+        repr=False,
+        json_schema_extra=SECRET,
     )
+    amqp_tls_ca: Path | None = Field(
+        None,
+        description="amqps://: CA file (PEM) the broker's certificate must chain to; unset: the "
+        "system's trusted CAs. The host name in AMQP_URI must match the certificate",
+    )
+    amqp_tls_cert: Path | None = Field(
+        None, description="amqps://: client certificate (PEM) for brokers that ask for one"
+    )
+    amqp_tls_key: Path | None = Field(None, description="amqps://: the client certificate's key")
     queue_name: str = Field(
         min_length=1,
         max_length=200,
@@ -100,6 +139,26 @@ class AmqpSettings(ServiceSettings):
         """The broker's nodes, in the configured order (connecting shuffles them)."""
         return parse_amqp_nodes(self.amqp_uri)
 
+    @model_validator(mode="after")
+    def _tls_files_usable(self) -> AmqpSettings:
+        self.amqp_ssl_context()
+        return self
+
+    def amqp_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an ``amqps://`` URI, ``None`` for ``amqp://``."""
+        tls_files = (self.amqp_tls_ca, self.amqp_tls_cert, self.amqp_tls_key)
+        if not self.amqp_uri.startswith("amqps://"):
+            if any(tls_files):
+                raise ValueError("AMQP_TLS_* settings need an amqps:// AMQP_URI")
+            return None
+        if self.amqp_tls_key is not None and self.amqp_tls_cert is None:
+            raise ValueError("AMQP_TLS_KEY needs AMQP_TLS_CERT")
+        return tls.amqp_ssl_context(*tls_files)
+
+    @property
+    def amqp_uri_masked(self) -> str:
+        return mask_uri(self.amqp_uri)
+
 
 _PORT: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=65535)])
 
@@ -117,8 +176,43 @@ class PostgresSettings(ServiceSettings):
     )
     postgres_db: str = Field(min_length=1, description="database name")
     postgres_user: str = Field(min_length=1, description="database user")
-    postgres_password: str = Field("", description="database password (empty: trust/peer auth)")
+    postgres_password: str = Field(
+        "",
+        description="database password (empty: trust/peer auth)",
+        repr=False,
+        json_schema_extra=SECRET,
+    )
     postgres_pool_size: int = Field(10, ge=1, le=1000, description="connections per process")
+    postgres_sslmode: tls.PostgresSslMode = Field(
+        "prefer",
+        description="libpq's sslmode: disable, allow, prefer, require, verify-ca or verify-full "
+        "(certificate and host name checked)",
+    )
+    postgres_sslrootcert: Path | None = Field(
+        None,
+        description="CA file (PEM) for verify-ca/verify-full (and require, which then verifies "
+        "the chain); unset: the system's trusted CAs",
+    )
+    postgres_sslcert: Path | None = Field(
+        None, description="client certificate (PEM), for certificate authentication"
+    )
+    postgres_sslkey: Path | None = Field(None, description="the client certificate's key")
+
+    @model_validator(mode="after")
+    def _ssl_files_usable(self) -> PostgresSettings:
+        if self.postgres_sslkey is not None and self.postgres_sslcert is None:
+            raise ValueError("POSTGRES_SSLKEY needs POSTGRES_SSLCERT")
+        self.postgres_ssl()
+        return self
+
+    def postgres_ssl(self) -> ssl.SSLContext | str:
+        """asyncpg's ``ssl=`` for ``POSTGRES_SSLMODE``."""
+        return tls.postgres_ssl(
+            self.postgres_sslmode,
+            self.postgres_sslrootcert,
+            self.postgres_sslcert,
+            self.postgres_sslkey,
+        )
 
     @field_validator("postgres_host")
     @classmethod
@@ -169,6 +263,36 @@ class PostgresSettings(ServiceSettings):
         )
 
 
+class CallbackAuthSettings(ServiceSettings):
+    """How callbacks are authenticated (producer: required; tester: sent). Both off by default."""
+
+    callback_signing_secrets: str = Field(
+        "",
+        description="Standard Webhooks secrets (whsec_<base64>, space-separated): the producer "
+        "accepts a callback signed with any of them, the tester signs with the first; "
+        "unset: no signatures",
+        repr=False,
+        json_schema_extra=SECRET,
+    )
+    callback_bearer_token: str = Field(
+        "",
+        description="producer: require Authorization: Bearer <token> on callbacks; tester: send "
+        "it; unset: off",
+        repr=False,
+        json_schema_extra=SECRET,
+    )
+
+    @field_validator("callback_signing_secrets")
+    @classmethod
+    def _secrets_parse(cls, value: str) -> str:
+        parse_secrets(value)
+        return value
+
+    @property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        return parse_secrets(self.callback_signing_secrets)
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
@@ -182,6 +306,8 @@ def load_settings(model: type[SettingsT], service: str, **overrides: Any) -> Set
         return model(**overrides)
     except ValidationError as error:
         _exit_with(service, describe_errors(error))
+    except SecretFileError as error:
+        _exit_with(service, str(error))
 
 
 def describe_errors(error: ValidationError) -> str:
@@ -190,14 +316,29 @@ def describe_errors(error: ValidationError) -> str:
     for item in error.errors(include_url=False):
         name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
         if item["type"] == "missing":
-            parts.append(f"{name} is required but not set")
+            also = f" (nor {name}_FILE)" if name in SECRET_VARIABLES else ""
+            parts.append(f"{name} is required but not set{also}")
             continue
         message = item["msg"].removeprefix("Value error, ")
-        if DURATION_HINT in message or item["type"] == NODE_LIST_ERROR:
+        if not item["loc"]:
+            # A check across fields: its input is every setting, secrets included.
+            parts.append(message)
+        elif name in SECRET_VARIABLES:
+            # Never echo a secret, not even a malformed one.
+            parts.append(f"{name}: {message}")
+        elif DURATION_HINT in message or item["type"] == NODE_LIST_ERROR:
             parts.append(f"{name}: {message}")
         else:
             parts.append(f"{name}: {message} (got {item.get('input')!r})")
     return "; ".join(parts)
+
+
+SECRET_VARIABLES = {
+    "AMQP_URI",
+    "POSTGRES_PASSWORD",
+    "CALLBACK_SIGNING_SECRETS",
+    "CALLBACK_BEARER_TOKEN",
+}
 
 
 def _exit_with(service: str, message: str) -> NoReturn:

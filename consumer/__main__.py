@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import sys
 
-import structlog
-import uvloop
-
-from common.log import configure_logging
-from common.retrying import DependencyUnavailable
-from common.settings import load_settings
+from common.entrypoint import run_service
 from consumer.replay import ReplaySettings, replay_dead
-from consumer.service import run_consumer, tune_gc
+from consumer.service import FAST_PATHS, run_consumer, tune_gc
 from consumer.settings import ConsumerSettings
 
-log = structlog.get_logger("consumer")
 
-
-async def consume(settings: ConsumerSettings) -> None:
+async def consume(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     tune_gc()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await run_consumer(settings, stop)
 
 
@@ -38,21 +25,12 @@ def run(argv: list[str] | None = None) -> None:
     if args.command == "replay-dead":
         if args.limit is not None and args.limit < 1:
             parser.error("--limit must be at least 1")
-        replay_settings = load_settings(ReplaySettings, "consumer")
-        configure_logging("consumer", replay_settings.log_level, replay_settings.log_format)
-        _run_or_exit(replay_dead(replay_settings, args.limit))
-        return
-    settings = load_settings(ConsumerSettings, "consumer")
-    configure_logging("consumer", settings.log_level, settings.log_format)
-    _run_or_exit(consume(settings))
 
+        async def replay_main(settings: ReplaySettings, stop: asyncio.Event) -> None:
+            await replay_dead(settings, args.limit)
 
-def _run_or_exit(main: object) -> None:
-    try:
-        uvloop.run(main)  # type: ignore[arg-type]
-    except DependencyUnavailable as error:
-        log.error("dependency_unavailable", error=str(error))
-        sys.exit(1)
+        run_service("consumer", ReplaySettings, replay_main)
+    run_service("consumer", ConsumerSettings, consume, fast_paths=FAST_PATHS)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 from common.amqp import RETRY_TIERS_MS
+from common.backoff import equal_jitter, exponential
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +37,12 @@ def retry_tiers(base_s: float, max_s: float) -> tuple[int, ...]:
     return tuple(t for t in RETRY_TIERS_MS if low <= t <= high)
 
 
-def nominal_delay(failures: int, base_s: float, max_s: float) -> float:
-    """Seconds before attempt ``failures + 1``: ``base · 2^(failures-1)``, capped at ``max_s``."""
-    if failures < 1:
-        raise ValueError("a retry follows at least one failure")
-    return min(base_s * float(1 << min(failures - 1, 62)), max_s)
-
-
 def plan_retry(
     failures: int, base_s: float, max_s: float, rng: random.Random | None = None
 ) -> RetryPlan:
     """Where ids that failed ``failures`` times wait: "equal jitter", uniform in
     ``[delay/2, delay]``, so that ids which failed together do not return together."""
-    delay_ms = nominal_delay(failures, base_s, max_s) * 1000
+    delay_ms = exponential(failures, base_s, max_s) * 1000
     tier = tier_for(delay_ms)
-    draw = (rng or random).uniform(delay_ms / 2, delay_ms)
+    draw = equal_jitter(delay_ms, rng)
     return RetryPlan(tier, max(1, min(tier, round(draw))))

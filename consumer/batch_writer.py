@@ -9,7 +9,6 @@ and retried with backoff, and ``on_health(False)`` asks the worker to stop takin
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from common.backoff import equal_jitter, exponential
 from common.db import DATABASE_ERRORS, Executor, merge_observations, upsert_last_seen
 
 log = structlog.get_logger(__name__)
@@ -117,7 +117,7 @@ class BatchWriter(Generic[O]):
         self._wake.set()
 
     async def _commit(self, batch: Batch[O], deadline: Callable[[], float | None]) -> bool:
-        backoff = 0.1
+        failures = 0
         healthy = True
         while True:
             try:
@@ -131,7 +131,8 @@ class BatchWriter(Generic[O]):
                     healthy = False
                     self._on_health(False)
                 limit = deadline()
-                wait = random.uniform(backoff / 2, backoff)
+                failures += 1
+                wait = equal_jitter(exponential(failures, 0.1, self._max_backoff))
                 log.warning(
                     "flush_failed", rows=len(batch), error=repr(error), retry_in_s=round(wait, 2)
                 )
@@ -139,7 +140,6 @@ class BatchWriter(Generic[O]):
                     log.error("flush_abandoned", rows=len(batch), reason="shutdown deadline")
                     return False
                 await asyncio.sleep(wait)
-                backoff = min(backoff * 2, self._max_backoff)
                 # Rows that arrived meanwhile ride along: still one statement, fewer flushes.
                 batch.absorb(self._batch)
                 self._batch = Batch()

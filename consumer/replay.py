@@ -27,7 +27,10 @@ async def replay_dead(settings: ReplaySettings, limit: int | None = None) -> int
     """Move up to ``limit`` dead letters (all, if None) to the work queue; return how many."""
     topology = Topology(settings.queue_name)
     connection = await connect_amqp(
-        settings.amqp_uri, connection_name="lastseen-replay", deadline=settings.startup_timeout
+        settings.amqp_uri,
+        connection_name="lastseen-replay",
+        deadline=settings.startup_timeout,
+        ssl_context=settings.amqp_ssl_context(),
     )
     moved = 0
     try:
@@ -54,7 +57,6 @@ async def replay_dead(settings: ReplaySettings, limit: int | None = None) -> int
             moved += 1
     finally:
         await connection.close()
-    log.info("dead_letters_replayed", moved=moved, queue=topology.dead)
     # The command's answer, for the operator (a log line is the service's only output channel).
-    log.info(f"moved {moved} dead letters to {topology.work}")
+    log.info("dead_letters_replayed", moved=moved, queue=topology.dead, to=topology.work)
     return moved

@@ -13,15 +13,22 @@ from common.amqp import connect_amqp, declare_topology
 from common.db import Executor, create_pool, migrate
 from common.heartbeat import beat_forever
 from common.metrics import serve_metrics
+from common.versions import FastPath
 from consumer import metrics
 from consumer.backoff import retry_tiers
 from consumer.batch_writer import BatchWriter
 from consumer.settings import ConsumerSettings
-from consumer.status_client import StatusClient
+from consumer.status_client import FAST_PATH, StatusClient
 from consumer.subscription import Subscription
 from consumer.worker import Worker
 
 log = structlog.get_logger("consumer")
+
+
+def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
+    """The fast paths these settings select (checked at start-up)."""
+    return (FAST_PATH,)
+
 
 PUBLISH_TIMEOUT = 10.0
 # Of the shutdown grace, what is kept for the last flush and acks after lookups are cut off.
@@ -51,13 +58,17 @@ def tune_gc() -> None:
 async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, then shut down within ``SHUTDOWN_GRACE``."""
     connection = await connect_amqp(
-        settings.amqp_uri, connection_name="lastseen-consumer", deadline=settings.startup_timeout
+        settings.amqp_uri,
+        connection_name="lastseen-consumer",
+        deadline=settings.startup_timeout,
+        ssl_context=settings.amqp_ssl_context(),
     )
     try:
         pool = await create_pool(
             settings.postgres_dsn,
             max_size=settings.postgres_pool_size,
             deadline=settings.startup_timeout,
+            ssl=settings.postgres_ssl(),
         )
         try:
             await migrate(pool)
@@ -111,6 +122,7 @@ async def _serve(
     log.info(
         "consumer_started",
         queue=settings.queue_name,
+        broker=settings.amqp_uri_masked,
         max_consumers=settings.max_consumers,
         retry_tiers_ms=list(tiers),
         status_url=settings.status_base_url,

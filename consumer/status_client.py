@@ -24,6 +24,11 @@ from aiohttp.connector import Connection
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
+from common.versions import FastPath
+
+FAST_PATH = FastPath(("aiohttp",), "STATUS_CLIENT=standard")
+"""This client drives aiohttp's connector and response protocol directly."""
+
 MAX_BODY_BYTES = 4096
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 

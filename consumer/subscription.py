@@ -15,15 +15,11 @@ import time
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
-from common.amqp import declare_topology
+from common.amqp import AMQP_ERRORS, RECONNECTING_ERRORS, declare_topology
 from consumer.settings import ConsumerSettings
-from consumer.worker import AMQP_ERRORS, Worker
+from consumer.worker import Worker
 
 log = structlog.get_logger(__name__)
-
-# aio-pika raises RuntimeError("Connection was not opened") for a channel asked for while the
-# robust connection is reconnecting.
-RECONNECTING_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
 
 ASSUMED_IDS_PER_MESSAGE = 100
 # Messages stay unacked until their slowest id answers (and commits), while their other ids no

@@ -19,11 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from common.amqp import Topology
+from common.amqp import AMQP_ERRORS, SETTLE_ERRORS, Topology, cancelled_by_broker
 from common.messages import MalformedMessage, decode_message
 from consumer.backoff import plan_retry
 from consumer.batch_writer import BatchWriter
@@ -35,27 +34,6 @@ from consumer.single_flight import Flights
 from consumer.status_client import StatusClient, StatusFailure
 
 log = structlog.get_logger(__name__)
-
-# What a publish or an ack raises when the broker or the channel is gone.
-AMQP_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-    TimeoutError,
-)
-# aiormq rejects every pending future with CancelledError when it gives up on a stuck
-# connection (a missed heartbeat): for a publish or an ack that is a broker failure, not a
-# cancellation of the task awaiting it.
-HAND_OFF_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, asyncio.CancelledError)
-
-
-def _from_broker(error: BaseException) -> bool:
-    """False for a real cancellation of the current task (shutdown), which must propagate."""
-    if not isinstance(error, asyncio.CancelledError):
-        return True
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() == 0
-
 
 Message = AbstractIncomingMessage
 Publish = Callable[[aio_pika.Message, str], Awaitable[None]]
@@ -204,8 +182,8 @@ class Worker:
         try:
             await delivery.token.ack()
             self.stats["acked"] += 1
-        except HAND_OFF_ERRORS as error:
-            if not _from_broker(error):
+        except SETTLE_ERRORS as error:
+            if not cancelled_by_broker(error):
                 raise
             # The channel it came on is gone (reconnect): the broker redelivers it, and the
             # redelivery is harmless (upserts only move forward).
@@ -247,8 +225,8 @@ class Worker:
                     delay_ms=plan.expiration_ms,
                     reason=summarize(failures),
                 )
-        except HAND_OFF_ERRORS as error:
-            if not _from_broker(error):
+        except SETTLE_ERRORS as error:
+            if not cancelled_by_broker(error):
                 raise
             # Not handed off, so not settled: give the message back whole. Its ids are looked up
             # again (the quorum queue's delivery limit stops a message that always fails here).
@@ -278,8 +256,8 @@ class Worker:
                 await message.ack()
             else:
                 await message.nack(requeue=requeue)
-        except HAND_OFF_ERRORS as error:
-            if not _from_broker(error):
+        except SETTLE_ERRORS as error:
+            if not cancelled_by_broker(error):
                 raise
             log.warning("settle_failed", error=repr(error), outcome="will be redelivered")
 

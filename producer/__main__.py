@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import structlog
 import uvicorn
-import uvloop
 
-from common.log import configure_logging
-from common.settings import load_settings
+from common.entrypoint import run_service
+from common.versions import FastPath
 from producer.api import create_app
 from producer.ingest import Ingest
+from producer.pipeline import FAST_PATH
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.spool import Spool, SpoolUnavailable
@@ -25,7 +23,7 @@ log = structlog.get_logger("producer")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, with SIGTERM/SIGINT as loop handlers that only start a graceful shutdown.
+    """uvicorn, stopped by the entry point's ``stop`` event instead of its own signal handlers.
 
     uvicorn's own handling re-raises the signal after shutting down, which would end the
     process with "killed by SIGTERM" instead of exit code 0.
@@ -33,21 +31,17 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.handle_exit, signum, None)
-        try:
-            yield
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        yield
 
 
-async def main(settings: ProducerSettings) -> None:
+async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
     spool = await Spool.open(settings.spool_path)
     try:
         publisher = Publisher(
-            settings.amqp_uri, settings.queue_name, max_backoff=settings.broker_max_backoff
+            settings.amqp_uri,
+            settings.queue_name,
+            max_backoff=settings.broker_max_backoff,
+            ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
         server = _Server(
@@ -68,21 +62,50 @@ async def main(settings: ProducerSettings) -> None:
                 timeout_keep_alive=math.ceil(settings.keepalive_timeout),
             )
         )
-        log.info("http_serving", host=settings.producer_host, port=settings.producer_port)
-        await server.serve()
+
+        async def graceful_exit() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        log.info(
+            "http_serving",
+            host=settings.producer_host,
+            port=settings.producer_port,
+            broker=settings.amqp_uri_masked,
+            callback_auth=_auth_mode(settings),
+        )
+        async with asyncio.TaskGroup() as tasks:
+            stopper = tasks.create_task(graceful_exit())
+            await server.serve()
+            stopper.cancel()
     finally:
         await spool.close()
 
 
+def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
+    return (FAST_PATH,)
+
+
+def _auth_mode(settings: ProducerSettings) -> str:
+    modes = [
+        name
+        for name, on in (
+            ("signature", settings.callback_signing_secrets),
+            ("bearer", settings.callback_bearer_token),
+        )
+        if on
+    ]
+    return "+".join(modes) or "off"
+
+
 def run() -> None:
-    settings = load_settings(ProducerSettings, "producer")
-    configure_logging("producer", settings.log_level, settings.log_format)
-    try:
-        uvloop.run(main(settings))
-    except SpoolUnavailable as error:
-        log.error("spool_unavailable", error=str(error))
-        sys.exit(1)
-    log.info("producer_exited")
+    run_service(
+        "producer",
+        ProducerSettings,
+        main,
+        fast_paths=fast_paths,
+        fatal={SpoolUnavailable: "spool_unavailable"},
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from producer.callback import CallbackRejected, is_json_content_type, parse_call
 from producer.ingest import Ingest
 from producer.metrics import ProducerMetrics
 from producer.publisher import BrokerState
+from producer.signatures import CallbackAuth
 from producer.spool import SpoolUnavailable
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,9 @@ def _described(description: str) -> dict[str, object]:
 def create_app(ingest: Ingest) -> FastAPI:
     """The producer's ASGI app; its lifespan runs the broker connection and the relay."""
     settings = ingest.settings
+    auth = CallbackAuth(
+        settings.signing_keys, settings.callback_bearer_token, settings.callback_signature_tolerance
+    )
     registry = CollectorRegistry()
     metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool.depth)
 
@@ -127,6 +131,11 @@ def create_app(ingest: Ingest) -> FastAPI:
                 "description": "every unique id is durable: confirmed by the broker, or spooled",
             },
             400: _described("the body is not valid JSON"),
+            401: _described(
+                "CALLBACK_SIGNING_SECRETS or CALLBACK_BEARER_TOKEN is set and the callback's "
+                "signature (webhook-id, webhook-timestamp, webhook-signature) or bearer token "
+                "is missing, stale or wrong"
+            ),
             413: _described(
                 f"body over MAX_BODY_BYTES ({settings.max_body_bytes}) or more than "
                 f"MAX_IDS_PER_CALLBACK ({settings.max_ids_per_callback}) ids"
@@ -147,15 +156,23 @@ def create_app(ingest: Ingest) -> FastAPI:
     )
     async def callback(request: Request) -> Response:
         try:
+            if auth.enabled:
+                auth.check_headers(request.headers)
             if not is_json_content_type(request.headers.get("content-type")):
                 raise CallbackRejected(
                     415, "unsupported_media_type", "Content-Type must be application/json"
                 )
             body = await _read_limited(request, settings.max_body_bytes)
+            if auth.enabled:
+                # On the bytes as received, before anything parses them.
+                auth.check_signature(request.headers, body)
             ids = parse_callback(body, max_ids=settings.max_ids_per_callback)
         except CallbackRejected as rejected:
-            metrics.callbacks.labels("rejected").inc()
-            return _error(rejected.status, rejected.error, rejected.detail)
+            metrics.callbacks.labels("unauthorized" if rejected.status == 401 else "rejected").inc()
+            response = _error(rejected.status, rejected.error, rejected.detail)
+            if rejected.status == 401 and auth.bearer_token:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         try:
             accepted = await ingest.accept(ids)
         except SpoolUnavailable as error:

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import structlog
 
-from common.messages import IdsMessage
+from common.messages import IdsMessage, OutgoingMessage
 from producer.callback import split_ids, unique_ids
 from producer.publisher import Publisher
 from producer.relay import Relay
 from producer.settings import ProducerSettings
-from producer.spool import OutgoingMessage, Spool
+from producer.spool import Spool
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,8 @@ class ProducerMetrics:
     def __init__(self, registry: CollectorRegistry, spool_depth: Callable[[], float]) -> None:
         self.callbacks = Counter(
             "lastseen_producer_callbacks",
-            "callbacks answered, by outcome: confirmed, spooled, rejected (4xx), unavailable (503)",
+            "callbacks answered, by outcome: confirmed, spooled, rejected (4xx), "
+            "unauthorized (401), unavailable (503)",
             ["outcome"],
             registry=registry,
         )

@@ -24,10 +24,13 @@ from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from common.messages import CONTENT_TYPE
-from producer.spool import OutgoingMessage
+from common.messages import CONTENT_TYPE, OutgoingMessage
+from common.versions import FastPath
 
 _PERSISTENT = 2
+
+FAST_PATH = FastPath(("aiormq", "pamqp"), "PUBLISH_MODE=standard")
+"""This pipeline and the broker-blocked flag use aiormq's channel internals and pamqp's frames."""
 
 
 class ConfirmPipeline:

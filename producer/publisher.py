@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -21,15 +22,14 @@ import structlog
 from aiormq.abc import AbstractConnection as AmqpConnection
 from pamqp import commands as spec
 
-from common.amqp import declare_topology
+from common.amqp import CONNECT_ERRORS, TLS_HINT, declare_topology
+from common.messages import OutgoingMessage
 from common.nodes import connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect
+from common.tls import certificate_refused, describe_refusal
 from producer.pipeline import ConfirmPipeline
-from producer.spool import OutgoingMessage
 
 log = structlog.get_logger(__name__)
-
-_RETRY_ON = (OSError, ConnectionError, TimeoutError, aiormq.exceptions.AMQPError)
 
 
 class BrokerState(StrEnum):
@@ -48,11 +48,14 @@ class Publisher:
         *,
         max_backoff: float,
         connection_name: str = "lastseen-producer",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         # Several nodes: an order of this process's own; after a lost connection, the next node
         # is tried first (the one just lost is likely dead).
         self._nodes = shuffled(parse_amqp_nodes(amqp_uri))
         self._first_node = 0
+        self._ssl_context = ssl_context
+        self._tls_refusal_logged = False
         self._queue_name = queue_name
         self._max_backoff = max_backoff
         self._connection_name = connection_name
@@ -101,7 +104,7 @@ class Publisher:
                 f"rabbitmq ({self._connection_name})",
                 self._open,
                 deadline=math.inf,
-                retry_on=_RETRY_ON,
+                retry_on=CONNECT_ERRORS,
                 maximum=self._max_backoff,
             )
             try:
@@ -112,7 +115,7 @@ class Publisher:
                     self._pipeline.close()
                     self._pipeline = None
                 self._connected.clear()
-                with contextlib.suppress(*_RETRY_ON, RuntimeError):
+                with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                     await asyncio.wait_for(connection.close(), timeout=2)
             self._first_node = (self._first_node + 1) % len(self._nodes)
             if not self._stopped:
@@ -129,11 +132,16 @@ class Publisher:
         return connection
 
     async def _open_on(self, node: str) -> aio_pika.abc.AbstractConnection:
-        connection = await aio_pika.connect(
-            node,
-            client_properties={"connection_name": self._connection_name},
-            timeout=10,
-        )
+        try:
+            connection = await aio_pika.connect(
+                node,
+                client_properties={"connection_name": self._connection_name},
+                timeout=10,
+                ssl_context=self._ssl_context,
+            )
+        except CONNECT_ERRORS as error:
+            self._log_tls_refusal(error)
+            raise
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_topology(channel, self._queue_name)
@@ -141,7 +149,7 @@ class Publisher:
             if not isinstance(underlay, aiormq.Channel):
                 raise TypeError(f"unexpected channel type {type(underlay).__name__}")
         except BaseException:
-            with contextlib.suppress(*_RETRY_ON, RuntimeError):
+            with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                 await connection.close()
             raise
         self._lost.clear()
@@ -152,6 +160,17 @@ class Publisher:
         self._degraded = False
         self._connected.set()
         return connection
+
+    def _log_tls_refusal(self, error: BaseException) -> None:
+        # The producer keeps answering from the spool and retrying (a certificate can be fixed
+        # without restarting it), but says once, plainly, why the broker stays away.
+        refused = certificate_refused(error)
+        if refused is not None and not self._tls_refusal_logged:
+            self._tls_refusal_logged = True
+            log.error(
+                "broker_tls_refused",
+                error=describe_refusal(f"rabbitmq ({self._connection_name})", refused, TLS_HINT),
+            )
 
     def _on_close(self, *_: object) -> None:
         self._lost.set()

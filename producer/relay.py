@@ -4,10 +4,10 @@ confirm. While the broker is away or refuses, it backs off (exponential, with ji
 from __future__ import annotations
 
 import asyncio
-import random
 
 import structlog
 
+from common.backoff import equal_jitter, exponential
 from producer.publisher import BrokerState, Publisher
 from producer.spool import Spool, SpoolUnavailable
 
@@ -104,5 +104,5 @@ class Relay:
         return self._spool.depth == 0
 
     def _backoff(self, failures: int) -> float:
-        ceiling = min(self._max_backoff, self._initial_backoff * 2 ** min(failures, 30))
-        return random.uniform(ceiling / 2, ceiling)
+        # The first wait is already twice the initial backoff: one failed round is no news.
+        return equal_jitter(exponential(failures + 1, self._initial_backoff, self._max_backoff))

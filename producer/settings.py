@@ -4,11 +4,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from common.settings import AmqpSettings, Duration
+from common.settings import AmqpSettings, CallbackAuthSettings, Duration
 
 
-class ProducerSettings(AmqpSettings):
-    producer_host: str = Field("0.0.0.0", min_length=1, description="address the HTTP server binds")
+class ProducerSettings(AmqpSettings, CallbackAuthSettings):
+    # A service in a container must listen on every interface; PRODUCER_HOST narrows it.
+    producer_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - containers listen on every interface
+        min_length=1,
+        description="address the HTTP server binds",
+    )
     producer_port: int = Field(9090, ge=1, le=65535, description="HTTP port of POST /callback")
     ids_per_message: int = Field(
         200,
@@ -49,4 +54,10 @@ class ProducerSettings(AmqpSettings):
     )
     shutdown_grace: Duration = Field(
         10.0, ge=0, description="on SIGTERM, time for in-flight requests and the relay to finish"
+    )
+    callback_signature_tolerance: Duration = Field(
+        300.0,
+        gt=0,
+        description="signed callbacks: how far webhook-timestamp may be from the producer's "
+        "clock, either way",
     )

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import structlog
 
+from common.messages import OutgoingMessage
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -35,14 +37,6 @@ CREATE TABLE IF NOT EXISTS spooled_message (
 
 class SpoolUnavailable(RuntimeError):
     """The spool could not store or read messages (disk full, file unwritable, corrupt)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """An encoded work message on its way to the broker."""
-
-    message_id: str
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 
 import structlog
-import uvloop
 from prometheus_client import CollectorRegistry
 
 from common.db import create_pool, migrate
+from common.entrypoint import run_service
 from common.heartbeat import beat_forever
-from common.log import configure_logging
 from common.metrics import serve_metrics
-from common.retrying import DependencyUnavailable
-from common.settings import load_settings
 from routine.expiry import run_routine
 from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
@@ -23,43 +18,35 @@ from routine.settings import RoutineSettings
 log = structlog.get_logger("routine")
 
 
-async def main(settings: RoutineSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+async def main(settings: RoutineSettings, stop: asyncio.Event) -> None:
     pool = await create_pool(
         settings.postgres_dsn,
         max_size=settings.postgres_pool_size,
         deadline=settings.startup_timeout,
+        ssl=settings.postgres_ssl(),
     )
-    heartbeat = asyncio.create_task(beat_forever())
     try:
-        await migrate(pool)
-        log.info(
-            "routine_started",
-            interval_s=settings.routine_interval,
-            ttl_s=settings.object_ttl,
-            batch_size=settings.routine_batch_size,
-        )
-        registry = CollectorRegistry()
-        metrics = RoutineMetrics(registry)
-        serve_metrics(registry, settings.metrics_port)
-        await run_routine(pool, settings, stop, metrics)
+        async with asyncio.TaskGroup() as tasks:
+            heartbeat = tasks.create_task(beat_forever())
+            await migrate(pool)
+            log.info(
+                "routine_started",
+                interval_s=settings.routine_interval,
+                ttl_s=settings.object_ttl,
+                batch_size=settings.routine_batch_size,
+            )
+            registry = CollectorRegistry()
+            metrics = RoutineMetrics(registry)
+            serve_metrics(registry, settings.metrics_port)
+            await run_routine(pool, settings, stop, metrics)
+            heartbeat.cancel()
     finally:
-        heartbeat.cancel()
         await pool.close()
     log.info("routine_stopped")
 
 
 def run() -> None:
-    settings = load_settings(RoutineSettings, "routine")
-    configure_logging("routine", settings.log_level, settings.log_format)
-    try:
-        uvloop.run(main(settings))
-    except DependencyUnavailable as error:
-        log.error("dependency_unavailable", error=str(error))
-        sys.exit(1)
+    run_service("routine", RoutineSettings, main)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from common.backoff import exponential
 from common.db import DATABASE_ERRORS, EXPIRY_LOCK_KEY, expire_stale
 from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
@@ -43,10 +44,7 @@ async def expire_once(pool: asyncpg.Pool, ttl_seconds: float, batch_size: int) -
 
 def next_delay(interval: float, failures: int, max_backoff: float) -> float:
     """Seconds to wait before the next tick: the interval, or a growing backoff after failures."""
-    if failures == 0:
-        return interval
-    backoff: float = interval * 2.0 ** (failures - 1)
-    return min(max_backoff, max(interval, backoff))
+    return interval if failures == 0 else exponential(failures, interval, max_backoff)
 
 
 async def run_routine(
@@ -54,6 +52,7 @@ async def run_routine(
 ) -> None:
     """Tick every ``ROUTINE_INTERVAL`` until ``stop`` is set; never exit on a database error."""
     failures = 0
+    first = True
     while not stop.is_set():
         started = time.perf_counter()
         try:
@@ -63,11 +62,14 @@ async def run_routine(
             metrics.ticks.labels("failed").inc()
             log.warning("expiry_failed", error=repr(error), consecutive_failures=failures)
         else:
-            failures = 0
+            # A tick that deleted nothing is news only as the first one or the first after a
+            # failure; otherwise it would print a line every ROUTINE_INTERVAL forever.
+            newsworthy = first or failures > 0 or result.deleted > 0
+            failures, first = 0, False
             metrics.ticks.labels("ran" if result.ran else "skipped").inc()
             metrics.deleted.inc(result.deleted)
             metrics.duration.observe(time.perf_counter() - started)
-            log.info(
+            (log.info if newsworthy else log.debug)(
                 "expiry_tick" if result.ran else "expiry_skipped_locked",
                 deleted=result.deleted,
                 batches=result.batches,

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import sys
+import asyncio
 
-import structlog
-import uvloop
-
-from common.log import configure_logging
-from common.settings import load_settings
-from tester.service import serve
+from common.entrypoint import run_service
+from tester.service import CannotListen, serve
 from tester.settings import TesterSettings
 
 
-def main() -> int:
-    settings = load_settings(TesterSettings, "tester")
-    configure_logging("tester", settings.log_level, settings.log_format)
-    log = structlog.get_logger()
-    try:
-        uvloop.run(serve(settings))
-    except OSError as error:
-        # The only OSError that reaches here is binding the port (in use, no such address).
-        log.error(
-            "cannot listen", host=settings.tester_host, port=settings.tester_port, error=str(error)
-        )
-        return 1
-    log.info("tester stopped")
-    return 0
+async def main(settings: TesterSettings, stop: asyncio.Event) -> None:
+    await serve(settings, stop)
+
+
+def run() -> None:
+    run_service("tester", TesterSettings, main, fatal={CannotListen: "cannot_listen"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -13,6 +13,7 @@ import structlog
 
 from tester.choices import pick_ids
 from tester.ledger import CallbackRecord
+from tester.signing import CallbackSigner
 from tester.state import TesterState
 
 log = structlog.get_logger()
@@ -30,20 +31,24 @@ def next_tick(start: float, interval: float, due: float, now: float) -> float:
 
 
 async def post_callback(
-    client: httpx.AsyncClient, url: str, object_ids: list[int], within: float
+    client: httpx.AsyncClient,
+    url: str,
+    object_ids: list[int],
+    within: float,
+    signer: CallbackSigner | None = None,
 ) -> tuple[int | None, str | None]:
     """``(status, None)`` when an answer came ``within`` seconds, else ``(None, why)``.
 
     ``within`` bounds the whole exchange, like Go's ``http.Client.Timeout``; httpx's own timeouts
     are per phase, so the deadline is asyncio's.
     """
+    body = orjson.dumps({"object_ids": object_ids})
+    headers = {"Content-Type": "application/json"}
+    if signer is not None:
+        headers.update(signer.headers(body))
     try:
         async with asyncio.timeout(within):
-            response = await client.post(
-                url,
-                content=orjson.dumps({"object_ids": object_ids}),
-                headers={"Content-Type": "application/json"},
-            )
+            response = await client.post(url, content=body, headers=headers)
     except TimeoutError:
         return None, f"timeout: no answer within {within:g}s"
     except Exception as error:  # noqa: BLE001 - one callback is the unit of work: record, go on
@@ -58,7 +63,11 @@ async def send_one(state: TesterState, client: httpx.AsyncClient, seq: int) -> C
     sent_at = datetime.now(UTC)
     started = time.perf_counter()
     status, error = await post_callback(
-        client, settings.callback_url, object_ids, settings.tester_callback_timeout
+        client,
+        settings.callback_url,
+        object_ids,
+        settings.tester_callback_timeout,
+        CallbackSigner(settings.signing_keys, settings.callback_bearer_token),
     )
     record = CallbackRecord(
         seq=seq,
@@ -72,9 +81,9 @@ async def send_one(state: TesterState, client: httpx.AsyncClient, seq: int) -> C
     state.callbacks.record(record.ok)
     fields = {"seq": seq, "ids": len(object_ids), "latency_ms": round(record.latency * 1000, 1)}
     if record.ok:
-        log.info("callback sent", status=status, **fields)
+        log.info("callback_sent", status=status, **fields)
     else:
-        log.warning("callback failed", status=status, error=error, **fields)
+        log.warning("callback_failed", status=status, error=error, **fields)
     return record
 
 
@@ -94,4 +103,4 @@ async def run_callbacks(state: TesterState, client: httpx.AsyncClient) -> None:
             continue
         sent += 1
         await send_one(state, client, seq=sent)
-    log.info("callbacks finished", sent=sent)
+    log.info("callbacks_finished", sent=sent)

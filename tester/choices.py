@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from random import Random
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+from common.messages import INT64_MAX, INT64_MIN
+
 _OBJECT_ID = re.compile(r"([+-]?)([0-9]+)")
 
 

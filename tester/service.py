@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import signal
 
 import httpx
 import structlog
@@ -31,27 +30,31 @@ def raise_open_files_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            log.warning("cannot raise the open files limit", soft=soft, hard=hard)
+            log.warning("open_files_limit_not_raised", soft=soft, hard=hard)
     return soft
 
 
-async def serve(settings: TesterSettings) -> None:
-    """Until SIGTERM or SIGINT; then stop sending, stop serving, and return."""
+class CannotListen(OSError):
+    """The status API's address cannot be bound (in use, no such address)."""
+
+
+async def serve(settings: TesterSettings, stop: asyncio.Event) -> None:
+    """Until ``stop`` is set; then stop sending, stop serving, and return."""
     state = TesterState.from_settings(settings)
     open_files = raise_open_files_limit()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     runner = make_runner(make_app(state))
     await runner.setup()
     try:
         site = web.TCPSite(
             runner, settings.tester_host, settings.tester_port, backlog=LISTEN_BACKLOG
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            address = f"{settings.tester_host}:{settings.tester_port}"
+            raise CannotListen(f"cannot listen on {address}: {error}") from error
         log.info(
-            "tester listening",
+            "tester_listening",
             host=settings.tester_host,
             port=_bound_port(runner),
             callback_url=settings.callback_url,
@@ -67,7 +70,7 @@ async def serve(settings: TesterSettings) -> None:
             finally:
                 callbacks.cancel()
                 await asyncio.gather(callbacks, return_exceptions=True)
-        log.info("tester stopping", callbacks_sent=state.callbacks.sent)
+        log.info("tester_stopping", callbacks_sent=state.callbacks.sent)
     finally:
         await runner.cleanup()
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 from pydantic import Field, ValidationInfo, field_validator
 
 from common.durations import format_duration
-from common.settings import Duration, ServiceSettings
+from common.settings import CallbackAuthSettings, Duration
 
 
-class TesterSettings(ServiceSettings):
+class TesterSettings(CallbackAuthSettings):
     """Defaults reproduce the original Go tester; every other value is a knob for tests."""
 
     callback_endpoint: str = Field(
         pattern=r"^https?://\S+$",
         description="producer base URL; the tester POSTs to CALLBACK_ENDPOINT + /callback",
     )
-    tester_host: str = Field("0.0.0.0", min_length=1, description="address the status API binds")
+    # A service in a container must listen on every interface; TESTER_HOST narrows it.
+    tester_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - containers listen on every interface
+        min_length=1,
+        description="address the status API binds",
+    )
     tester_port: int = Field(
         9010, ge=0, le=65535, description="status API port (0: any free port, logged at start)"
     )

@@ -29,6 +29,7 @@ class TesterState:
             settings=settings,
             knobs=Knobs.from_settings(settings),
             ledger=Ledger(settings.tester_ledger_size),
-            callback_rng=Random(None if seed is None else f"{seed}/callbacks"),
-            object_rng=Random(None if seed is None else f"{seed}/objects"),
+            # Seedable, reproducible test traffic; nothing secret is drawn from these.
+            callback_rng=Random(None if seed is None else f"{seed}/callbacks"),  # noqa: S311 - test traffic, not secrets
+            object_rng=Random(None if seed is None else f"{seed}/objects"),  # noqa: S311 - test traffic, not secrets
         )

@@ -23,10 +23,11 @@ from typing import Any
 import asyncpg
 import httpx
 
+from tester.audit import Audit, audit
 from tests.support.processes import PROJECT_ROOT
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
-from tests.support.suite import Audit, Suite, audit
+from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
 RESULTS_PATH = PROJECT_ROOT / "var" / "chaos-results.json"

@@ -23,11 +23,12 @@ from typing import Any
 
 import asyncpg
 
+from tester.audit import audit
 from tests.support.haproxy import HaProxy
 from tests.support.pg_pair import PgPair
 from tests.support.processes import PROJECT_ROOT
 from tests.support.rabbit_cluster import RabbitCluster
-from tests.support.suite import Suite, audit
+from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
 RESULTS_PATH = PROJECT_ROOT / "var" / "cluster-results.json"

@@ -9,7 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.suite import Audit, Suite, audit
+from tester.audit import Audit, audit
+from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -44,11 +45,16 @@ async def test_every_online_id_sent_is_stored_and_no_offline_one(
     assert len(records) == 25
     assert sum(len(r["object_ids"]) for r in records) > 0
 
-    async def settled() -> Audit | None:
-        result = audit(records, await stored(db_pool))
-        return result if result.clean else None
+    last: list[Audit] = []
 
-    result = await eventually(settled, timeout=30, interval=0.2, what="ledger audit")
+    async def settled() -> Audit | None:
+        last[:] = [audit(records, await stored(db_pool))]
+        return last[0] if last[0].clean else None
+
+    try:
+        result = await eventually(settled, timeout=30, interval=0.2, what="ledger audit")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last audit: {last}") from None
     assert result.online_expected > 0
     assert result.failures == []
     for process in suite.processes.values():

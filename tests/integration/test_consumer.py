@@ -4,6 +4,7 @@ status API in the test's own loop (so every wait here is async: a blocking wait 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +201,7 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
         return result.stdout
 
     output = await replay()
-    assert f"moved {len(letters)} dead letters" in output, output
+    assert replay_counts(output) == [len(letters)], output
 
     async def all_stored() -> bool:
         return set(await stored(db_pool)) == {10, 12, 14, 16, 18, 20}
@@ -318,8 +319,8 @@ async def test_with_the_tester_faults_and_all(
             "TESTER_SEED": "7",
         },
     )
-    await wait_for(lambda: "tester listening" in tester.output(), what="tester listening")
-    line = next(x for x in tester.output().splitlines() if "tester listening" in x)
+    await wait_for(lambda: "tester_listening" in tester.output(), what="tester_listening")
+    line = next(x for x in tester.output().splitlines() if "tester_listening" in x)
     url = f"http://127.0.0.1:{orjson.loads(line)['port']}"
     env = {
         **service_env,
@@ -364,7 +365,7 @@ async def test_replay_dead_respects_the_limit_and_resets_attempts(
         run_module, "consumer", service_env, tmp_path, "replay-dead", "--limit", "2"
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "moved 2 dead letters" in result.stdout
+    assert replay_counts(result.stdout) == [2], result.stdout
     assert await ready_count(channel, topology.dead) == 1
     queue = await channel.declare_queue(queue_name, passive=True)
     for _ in range(2):
@@ -372,3 +373,9 @@ async def test_replay_dead_respects_the_limit_and_resets_attempts(
         body = decode_message(replayed.body)
         assert (body.ids, body.attempt, body.callback_id) == ([7, 8], 0, "cb-dead")
     assert await ready_count(channel, queue_name) == 0
+
+
+def replay_counts(output: str) -> list[int]:
+    """The ``moved`` count of each ``dead_letters_replayed`` line in a JSON log."""
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [e["moved"] for e in events if e.get("event") == "dead_letters_replayed"]

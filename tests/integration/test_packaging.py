@@ -1,13 +1,16 @@
 """What the image does: build the wheel, install it into a fresh venv, and start every service
 from outside the source tree."""
 
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
+from common.versions import TESTED, minor_of
 from tests.support.ports import free_port
 from tests.support.processes import PROJECT_ROOT, ServiceProcess
 from tests.support.suite import READY_EVENTS
@@ -27,6 +30,16 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
     )
     (wheel,) = wheels.glob("lastseen-*.whl")
+    # constraints.txt, minus the libraries whose internals are used: their versions must come from
+    # the wheel's own metadata, as for anyone who runs `pip install lastseen`.
+    constraints = root / "constraints-without-tested.txt"
+    constraints.write_text(
+        "".join(
+            line + "\n"
+            for line in (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
+            if line.split("==")[0].strip().lower() not in TESTED
+        )
+    )
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
@@ -37,7 +50,7 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "-q",
             "-c",
-            str(PROJECT_ROOT / "constraints.txt"),
+            str(constraints),
             str(wheel),
         ],
         check=True,
@@ -45,6 +58,33 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     return venv
+
+
+def test_the_wheel_pins_every_library_whose_internals_are_used(installed_venv: Path) -> None:
+    (wheel,) = installed_venv.parent.joinpath("wheels").glob("lastseen-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        requires = [
+            line.removeprefix("Requires-Dist: ")
+            for line in archive.read(metadata).decode().splitlines()
+            if line.startswith("Requires-Dist: ") and "extra ==" not in line
+        ]
+    for package, tested in TESTED.items():
+        major, minor = map(int, tested.split("."))
+        (requirement,) = [r for r in requires if r.split(">")[0].split("<")[0].strip() == package]
+        assert f">={tested}" in requirement and f"<{major}.{minor + 1}" in requirement, requirement
+    found = subprocess.run(
+        [
+            str(installed_venv / "bin/python"),
+            "-c",
+            "import json, importlib.metadata as m; "
+            f"print(json.dumps({{p: m.version(p) for p in {sorted(TESTED)!r}}}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert {p: minor_of(v) for p, v in json.loads(found).items()} == TESTED
 
 
 def installed_service(

@@ -1,5 +1,6 @@
 """The routine on the real PostgreSQL: what it deletes, with replicas, across an outage."""
 
+import asyncio
 import re
 import signal
 import time
@@ -9,9 +10,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
+import structlog.testing
+from prometheus_client import CollectorRegistry
 
 from common.db import EXPIRY_LOCK_KEY
-from routine.expiry import expire_once
+from routine.expiry import expire_once, run_routine
+from routine.metrics import RoutineMetrics
+from routine.settings import RoutineSettings
 from tests.support.database import postgres_env
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
@@ -150,3 +155,29 @@ def test_the_routine_waits_for_a_database_that_starts_late(
     proxy.restore()
     routine.wait_for_log('"routine_started"', timeout=15)
     assert routine.running()
+
+
+async def test_only_newsworthy_ticks_log_at_info(db_pool: asyncpg.Pool) -> None:
+    """In-process: the first tick and ticks that delete log at info; quiet ticks at debug."""
+    settings = RoutineSettings(
+        POSTGRES_HOST="127.0.0.1", POSTGRES_DB="postgres", ROUTINE_INTERVAL="20ms"
+    )
+    stop = asyncio.Event()
+    metrics = RoutineMetrics(CollectorRegistry())
+    with structlog.testing.capture_logs() as logs:
+        routine = asyncio.create_task(run_routine(db_pool, settings, stop, metrics))
+
+        def ticks() -> list[dict[str, object]]:
+            return [entry for entry in logs if entry["event"] == "expiry_tick"]
+
+        await eventually(lambda: len(ticks()) >= 3, timeout=10, what="three quiet ticks")
+        await insert_rows(db_pool, range(1, 4), age_seconds=60)
+        await eventually(
+            lambda: any(entry["deleted"] == 3 for entry in ticks()), timeout=10, what="a deletion"
+        )
+        stop.set()
+        await asyncio.wait_for(routine, timeout=5)
+    levels = [(entry["log_level"], entry["deleted"]) for entry in ticks()]
+    assert levels[0] == ("info", 0)
+    assert ("info", 3) in levels
+    assert all(level == "debug" for level, deleted in levels[1:] if deleted == 0)

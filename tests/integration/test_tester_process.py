@@ -77,7 +77,7 @@ async def test_callbacks_have_the_original_shape_and_the_ledger_matches_what_arr
             "TESTER_MAX_IDS": "30",
         },
     )
-    await asyncio.to_thread(tester.wait_for_log, '"callbacks finished"', timeout=20)
+    await asyncio.to_thread(tester.wait_for_log, '"callbacks_finished"', timeout=20)
 
     bodies = [json.loads(body) for body in receiver.bodies]
     assert len(bodies) == 12, "TESTER_CALLBACKS stops the loop"
@@ -131,7 +131,7 @@ async def test_a_receiver_that_never_answers_times_out_after_1s_and_the_loop_goe
         assert 950 <= hung["latency_ms"] < 1600
     assert (third["status"], third["ok"]) == (200, True)
     assert len(receiver.bodies) == 3
-    failures = log_events(tester, "callback failed")
+    failures = log_events(tester, "callback_failed")
     assert [entry["seq"] for entry in failures] == [1, 2]
     assert all(entry["level"] == "warning" and "timeout" in entry["error"] for entry in failures)
     assert tester.running()
@@ -148,7 +148,7 @@ async def test_an_unreachable_receiver_is_logged_and_recorded(
             "TESTER_CALLBACKS": "3",
         },
     )
-    await asyncio.to_thread(tester.wait_for_log, '"callbacks finished"', timeout=20)
+    await asyncio.to_thread(tester.wait_for_log, '"callbacks_finished"', timeout=20)
     records = (await get_json(url + "/ledger"))["records"]
     assert len(records) == 3
     assert all(record["status"] is None and "ConnectError" in record["error"] for record in records)
@@ -209,7 +209,7 @@ async def test_sigterm_stops_cleanly_with_requests_in_flight(
         assert time.monotonic() - started < 5
         await asyncio.gather(*pending, return_exceptions=True)
     assert "Traceback" not in tester.output()
-    assert log_events(tester, "tester stopped")
+    assert log_events(tester, "service_exited")
 
 
 @pytest.mark.parametrize(
@@ -260,4 +260,4 @@ def test_a_port_in_use_exits_1_with_one_error_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
-    assert [entry["event"] for entry in errors] == ["cannot listen"]
+    assert [entry["event"] for entry in errors] == ["cannot_listen"]

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from common.durations import format_duration, parse_duration
+from common.secrets import is_secret
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
@@ -59,6 +60,11 @@ def render() -> str:
     rows = ["| Variable | Default | Read by | Meaning |", "|---|---|---|---|"]
     for variable, (field, services) in settings_fields().items():
         description = (field.description or "").replace("|", "\\|")
+        if is_secret(field):
+            description += (
+                f"; secret: may come from the file named by `{variable}_FILE` (which wins); "
+                "never logged"
+            )
         rows.append(f"| `{variable}` | {_default(field)} | {', '.join(services)} | {description} |")
     return "\n".join(rows)
 

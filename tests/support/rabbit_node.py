@@ -8,6 +8,7 @@ so the data directory is handed to that user. Requires root (as CI and the sessi
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -100,6 +101,13 @@ class PrivateRabbitNode:
         )
         wait_until(self._port_open, timeout=timeout, what="private RabbitMQ port")
         return self
+
+    def eval(self, expression: str) -> str:
+        """Evaluate an Erlang expression on the node (``rabbitmqctl eval``); return its output."""
+        result = self._as_rabbitmq(f"{CTL} -n {self.name} eval {shlex.quote(expression)}", 60)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl eval failed: {result.stderr or result.stdout}")
+        return result.stdout.strip()
 
     def stop(self) -> None:
         self._as_rabbitmq(f"{CTL} -n {self.name} stop", timeout=60)

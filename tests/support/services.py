@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import aio_pika
 import asyncpg
 
+from tests.support.broker_health import ensure_dead_lettering
+
 LOCAL_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -80,6 +82,12 @@ def _check(amqp_uri: str, database_url: str) -> list[str]:
     return asyncio.run(both())
 
 
+def _require_dead_lettering(amqp_uri: str) -> None:
+    problem = ensure_dead_lettering(amqp_uri)
+    if problem:
+        raise ServicesUnavailable(f"RabbitMQ at {amqp_uri}: {problem}")
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -96,10 +104,12 @@ def provide_endpoints() -> Iterator[Endpoints]:
         problems = _check(endpoints.amqp_uri, endpoints.database_url)
         if problems:
             raise ServicesUnavailable("; ".join(problems))
+        _require_dead_lettering(endpoints.amqp_uri)
         yield endpoints
         return
     local_problems = _check(LOCAL_AMQP_URI, LOCAL_DATABASE_URL)
     if not local_problems:
+        _require_dead_lettering(LOCAL_AMQP_URI)
         yield Endpoints(LOCAL_AMQP_URI, LOCAL_DATABASE_URL, "local")
         return
     if _docker_answers():

@@ -7,7 +7,6 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +95,17 @@ class Suite:
         return process
 
     def start_all(self, *, except_: tuple[str, ...] = ()) -> Suite:
-        # Dependencies first, as compose's depends_on orders them.
-        order = sorted(
-            self.entries,
-            key=lambda n: ["producer", "tester"].index(n) if n in ("producer", "tester") else 2,
-        )
-        for name in order:
-            if name not in except_:
-                self.start(name)
-        for name in order:
-            if name not in except_:
-                self.wait_ready(name)
+        """Every service, the tester last: it sends its first callback as soon as it listens, so
+        the producer must answer by then (compose orders them the same way with depends_on)."""
+        names = [n for n in self.entries if n not in except_]
+        first = [n for n in names if n != "tester"]
+        for name in first:
+            self.start(name)
+        for name in first:
+            self.wait_ready(name)
+        if "tester" in names:
+            self.start("tester")
+            self.wait_ready("tester")
         return self
 
     def wait_ready(self, name: str, timeout: float = 30.0) -> None:
@@ -152,53 +151,3 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@dataclass
-class Audit:
-    callbacks: int
-    answered_in_time: int
-    online_expected: int
-    online_missing: list[int]
-    offline_stored: list[int]
-    failures: list[dict[str, Any]]
-
-    @property
-    def clean(self) -> bool:
-        return (
-            self.answered_in_time == self.callbacks
-            and not self.online_missing
-            and not self.offline_stored
-        )
-
-
-def audit(
-    records: list[dict[str, Any]], stored: Mapping[int, datetime], *, timeout_s: float = 1.0
-) -> Audit:
-    """Check the store against the tester's ledger.
-
-    Every even id of a callback answered 2xx must be stored with a ``last_seen`` no earlier than
-    the latest such callback was sent: an older observation would mean the newest callback's id
-    was lost. No odd id may be stored at all.
-    """
-    latest_sent: dict[int, datetime] = {}
-    failures = []
-    in_time = 0
-    for record in records:
-        if record["ok"] and record["latency_ms"] <= timeout_s * 1000:
-            in_time += 1
-        else:
-            failures.append(record)
-        if not record["ok"]:
-            continue
-        sent_at = datetime.fromisoformat(record["sent_at"])
-        for object_id in record["object_ids"]:
-            if object_id % 2 == 0 and latest_sent.get(object_id, sent_at) <= sent_at:
-                latest_sent[object_id] = sent_at
-    missing = sorted(
-        object_id
-        for object_id, sent_at in latest_sent.items()
-        if object_id not in stored or stored[object_id] < sent_at
-    )
-    offline = sorted(object_id for object_id in stored if object_id % 2)
-    return Audit(len(records), in_time, len(latest_sent), missing, offline, failures)

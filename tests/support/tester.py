@@ -30,8 +30,8 @@ def start_tester(spawn: Spawn, env: Mapping[str, str]) -> tuple[ServiceProcess, 
         "tester",
         {"TESTER_HOST": "127.0.0.1", "TESTER_PORT": "0", "TESTER_SEED": "1", **env},
     )
-    process.wait_for_log('"tester listening"', timeout=30)
-    return process, f"http://127.0.0.1:{log_events(process, 'tester listening')[0]['port']}"
+    process.wait_for_log('"tester_listening"', timeout=30)
+    return process, f"http://127.0.0.1:{log_events(process, 'tester_listening')[0]['port']}"
 
 
 def log_events(process: ServiceProcess, event: str) -> list[dict[str, Any]]:

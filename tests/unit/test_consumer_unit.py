@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.amqp import RETRY_TIERS_MS
+from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
-from consumer.backoff import nominal_delay, plan_retry, retry_tiers, tier_for
+from consumer.backoff import plan_retry, retry_tiers, tier_for
 from consumer.dead_letter import (
     ERRORS_HEADER,
     KIND_HEADER,
@@ -46,13 +47,6 @@ def test_tiers_cover_base_to_max() -> None:
     assert tier_for(10**9) == RETRY_TIERS_MS[-1]
 
 
-def test_delay_doubles_then_caps() -> None:
-    assert [nominal_delay(n, 1.0, 10.0) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
-    assert nominal_delay(500, 1.0, 60.0) == 60.0
-    with pytest.raises(ValueError):
-        nominal_delay(0, 1.0, 10.0)
-
-
 @given(
     failures=st.integers(1, 40),
     base=st.floats(0.01, 10.0),
@@ -64,7 +58,7 @@ def test_retry_plan_is_jittered_within_its_tier(
 ) -> None:
     maximum = min(base * span, 512.0)
     plan = plan_retry(failures, base, maximum, random.Random(seed))
-    nominal_ms = nominal_delay(failures, base, maximum) * 1000
+    nominal_ms = exponential(failures, base, maximum) * 1000
     assert plan.tier_ms in retry_tiers(base, maximum)
     assert 1 <= plan.expiration_ms <= plan.tier_ms
     assert nominal_ms / 2 - 1 <= plan.expiration_ms <= nominal_ms + 1

@@ -55,6 +55,7 @@ def test_several_uris_keep_their_order_and_lose_surrounding_spaces() -> None:
         (f"{ONE},amqp://u:secret@rabbit-2/other", "names vhost 'other', entry 1 names '/'"),
         ("amqp://u:s@a/v,amqp://u:s@b/", "entry 2 of 2 'amqp://u:***@b/' names vhost '/'"),
         (f"{ONE},amqp://u:other@rabbit-2/", "other credentials than entry 1"),
+        (f"{ONE},amqps://u:secret@rabbit-2/", "is amqps://, entry 1 is amqp://"),
         (f"{ONE},amqp://v:secret@rabbit-2/", "other credentials than entry 1"),
         (f"{ONE},amqp://rabbit-2/", "other credentials than entry 1"),
     ],

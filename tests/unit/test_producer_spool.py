@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.spool import OutgoingMessage, Spool, SpoolUnavailable
+from common.messages import OutgoingMessage
+from producer.spool import Spool, SpoolUnavailable
 from tests.support.spool import fill_disk, on_spool_thread
 
 pytestmark = pytest.mark.unit

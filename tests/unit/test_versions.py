@@ -1,0 +1,69 @@
+"""The start-up check of the libraries whose internals a fast path uses."""
+
+from importlib import metadata
+
+import pytest
+
+from common.versions import TESTED, FastPath, UntestedLibrary, check_fast_paths, minor_of
+from consumer.status_client import FAST_PATH as STATUS_FAST_PATH
+from producer.pipeline import FAST_PATH as PIPELINE_FAST_PATH
+
+pytestmark = pytest.mark.unit
+
+
+def fake_versions(monkeypatch: pytest.MonkeyPatch, **versions: str) -> None:
+    real = metadata.version
+
+    def version(package: str) -> str:
+        if package in versions:
+            if versions[package] == "missing":
+                raise metadata.PackageNotFoundError(package)
+            return versions[package]
+        return real(package)
+
+    monkeypatch.setattr(metadata, "version", version)
+
+
+def test_the_installed_libraries_are_the_tested_ones() -> None:
+    check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+    assert {p: minor_of(metadata.version(p)) for p in TESTED} == TESTED
+
+
+@pytest.mark.parametrize(
+    ("installed", "message"),
+    [
+        (
+            {"aiohttp": "3.15.0"},
+            "aiohttp 3.15.0 is installed, but the fast path was tested with aiohttp 3.14.x; "
+            "install the tested version, or set STATUS_CLIENT=standard",
+        ),
+        (
+            {"aiohttp": "3.1.4"},  # same leading digits, other minor
+            "aiohttp 3.1.4 is installed, but the fast path was tested with aiohttp 3.14.x; "
+            "install the tested version, or set STATUS_CLIENT=standard",
+        ),
+        (
+            {"pamqp": "missing"},
+            "pamqp none is installed, but the fast path was tested with pamqp 4.0.x; "
+            "install the tested version, or set PUBLISH_MODE=standard",
+        ),
+    ],
+)
+def test_another_minor_names_package_found_tested_and_fallback(
+    monkeypatch: pytest.MonkeyPatch, installed: dict[str, str], message: str
+) -> None:
+    fake_versions(monkeypatch, **installed)
+    with pytest.raises(UntestedLibrary) as raised:
+        check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+    assert str(raised.value) == message
+
+
+def test_a_patch_release_of_the_tested_minor_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_versions(monkeypatch, aiohttp="3.14.99", aiormq="7.2.0", pamqp="4.0.9")
+    check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+
+
+def test_no_fast_path_selected_checks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_versions(monkeypatch, aiohttp="4.0.0")
+    check_fast_paths([])
+    check_fast_paths([FastPath(("aiormq",), "PUBLISH_MODE=standard")])
