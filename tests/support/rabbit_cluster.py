@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
 from tests.support.rabbit_node import PrivateRabbitNode
 from tests.support.waiting import wait_until
 
@@ -74,6 +75,16 @@ class RabbitCluster:
             )
             for n in range(1, size + 1)
         ]
+        self._distinct_ports()
+
+    def _distinct_ports(self) -> None:
+        """free_port() closes its probe: two picks can return the same port. Six listeners must
+        not share one."""
+        taken: set[int] = set()
+        for node in self.nodes:
+            while node.port in taken or node.dist_port in taken or node.port == node.dist_port:
+                node.port, node.dist_port = free_port(), free_port()
+            taken |= {node.port, node.dist_port}
 
     @property
     def amqp_uri(self) -> str:
@@ -90,7 +101,7 @@ class RabbitCluster:
         for path in (self.base_dir, self.home, cookie, self.conf_env_file):
             shutil.chown(path, "rabbitmq", "rabbitmq")
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda node: node.start(), self.nodes))
+            list(pool.map(self._start_fresh, self.nodes))
         first = self.nodes[0]
         for node in self.nodes[1:]:
             for step in ("stop_app", f"join_cluster {first.name}", "start_app"):
@@ -99,6 +110,23 @@ class RabbitCluster:
                     raise RuntimeError(f"{node.name} {step}: {done.stdout}{done.stderr}")
         self.wait_formed()
         return self
+
+    def _start_fresh(self, node: ClusterNode) -> None:
+        """Start a node that has never run; once more on other ports if its ports were taken in
+        the meantime (a free port is only free when picked)."""
+        try:
+            node.start()
+        except (RuntimeError, AssertionError) as error:
+            node.ctl("stop", timeout=30)
+            shutil.rmtree(node.base_dir, ignore_errors=True)
+            others = {p for n in self.nodes if n is not node for p in (n.port, n.dist_port)}
+            node.port, node.dist_port = free_port(), free_port()
+            while {node.port, node.dist_port} & others or node.port == node.dist_port:
+                node.port, node.dist_port = free_port(), free_port()
+            try:
+                node.start()
+            except (RuntimeError, AssertionError):
+                raise error from None
 
     def running_nodes(self, via: ClusterNode | None = None) -> set[str]:
         for node in [via] if via else self.nodes:
