@@ -13,6 +13,7 @@ COPY producer ./producer
 COPY consumer ./consumer
 COPY routine ./routine
 COPY tester ./tester
+COPY liveview ./liveview
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim

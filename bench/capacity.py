@@ -50,7 +50,8 @@ import asyncpg
 import orjson
 
 from bench.capacity_plan import CONSUMER_MAX_CONSUMERS, IDS_PER_MESSAGE, Measured, render
-from bench.consumer_bench import ADMIN_DSN, AMQP_URI, ROOT, Bench, cpu_seconds, vm_hwm_mb
+from bench.consumer_bench import Bench, ConsumerRun
+from bench.measure import ADMIN_DSN, AMQP_URI, ROOT, cpu_seconds, vm_hwm_mb
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
 from common.db import migrate
 from common.messages import IdsMessage
@@ -174,26 +175,27 @@ def broker_pid(port: int = 5672) -> int | None:
 
 
 async def measure_consumer(profile: Profile) -> dict[str, float]:
-    args = argparse.Namespace(
-        mode="load",
+    run = ConsumerRun(
         max_consumers=profile.consumer_max_consumers,
         rate=profile.consumer_rate,
-        backlog=0,
         duration=profile.consumer_duration,
         warmup=profile.consumer_warmup,
         ids_per_message=IDS_PER_MESSAGE,
         delay_min=profile.delay_min,
         delay_max=profile.delay_max,
-        batch_rows=500,
-        batch_delay="50ms",
-        profile=None,
     )
-    bench = Bench(args)
-    await bench.run()
-    figures = dict(bench.figures)
-    figures["offered_ids_per_s"] = profile.consumer_rate
-    figures["max_consumers"] = float(profile.consumer_max_consumers)
-    return figures
+    measured = await Bench(run).run()
+    consumer = measured.costs["consumer"]
+    return {
+        "ids_per_s": measured.rate,
+        "cpu_ms_per_id": consumer.cpu_ms_per_id,
+        "peak_rss_mb": consumer.peak_rss_mb,
+        "peak_in_flight": float(measured.peak_in_flight),
+        "max_backlog_messages": float(measured.max_backlog),
+        "window_s": measured.window,
+        "offered_ids_per_s": profile.consumer_rate,
+        "max_consumers": float(profile.consumer_max_consumers),
+    }
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
@@ -399,7 +401,7 @@ async def routine_connected(admin: asyncpg.Connection, database: str, pool: asyn
         "'client backend'",
         database,
     )
-    return int(connections) > pool.get_size()
+    return bool(int(connections) > pool.get_size())
 
 
 async def _empty(pool: asyncpg.Pool) -> bool:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bench.consumer_bench import machine
+from bench.measure import machine
 
 TIERS = (10_000, 100_000, 1_000_000)
 IDS_PER_MESSAGE = 200  # the producer's default, and the ids of one planned callback

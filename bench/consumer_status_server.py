@@ -1,9 +1,11 @@
 """A fast stand-in for the tester's status API, for the consumer benchmark.
 
-``GET /objects/{id}`` answers ``{"id": N, "online": N is even}`` after a delay drawn uniformly from
-``[--delay-min, --delay-max]`` (the tester's real distribution is 0.3-4.3 s). ``GET /stats`` gives
-the number of requests served and the peak number in flight. It uses aiohttp's low-level server
-(no router) so that it costs the shared machine as little CPU as possible.
+``GET /objects/{id}`` answers ``{"id": N, "online": N is even}`` after a delay spread uniformly
+over ``[--delay-min, --delay-max]`` (the tester's real distribution is 0.3-4.3 s). The delay is a
+function of the id (:func:`status_delay`), so a benchmark knows each id's delay without asking:
+the pipeline overhead of a stored row is its end-to-end time minus exactly this. ``GET /stats``
+gives the number of requests served and the peak number in flight. It uses aiohttp's low-level
+server (no router) so that it costs the shared machine as little CPU as possible.
 
     python -m bench.consumer_status_server --port 0 --delay-min 0.3 --delay-max 4.3
 """
@@ -12,12 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import sys
 
 import orjson
 import uvloop
 from aiohttp import web
+
+
+def status_delay(object_id: int, delay_min: float, delay_max: float) -> float:
+    """The answer delay of ``object_id``: Knuth's multiplicative hash spreads consecutive ids
+    uniformly over ``[delay_min, delay_max]``."""
+    spread = (object_id * 2654435761) % 2**32 / 2**32
+    return delay_min + (delay_max - delay_min) * spread
 
 
 class StatusServer:
@@ -47,7 +55,7 @@ class StatusServer:
         if self.in_flight > self.peak:
             self.peak = self.in_flight
         try:
-            await asyncio.sleep(random.uniform(self.delay_min, self.delay_max))
+            await asyncio.sleep(status_delay(object_id, self.delay_min, self.delay_max))
         finally:
             self.in_flight -= 1
         self.served += 1

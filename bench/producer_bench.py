@@ -3,6 +3,13 @@ producer with ``IDS_PER_MESSAGE=1``, side by side, in one run.
 
     python -m bench.producer_bench                 # wrk for 10 s per target, then 500/s for 10 s
     python -m bench.producer_bench --duration 20 --connections 64 --rate 500
+    python -m bench.producer_bench --publish-modes pipeline,standard --no-per-id
+    python -m bench.producer_bench --baseline /tmp/base --no-per-id --repeat 3   # before/after
+
+``--publish-modes`` measures the producer once per ``PUBLISH_MODE``; ``--baseline DIR`` adds the
+producer of another checkout (e.g. ``git worktree add --detach /tmp/base main``) as a column of
+the same run, so a before/after comparison shares the machine's load; ``--repeat N`` alternates
+those columns N times and prints their means.
 
 Everything runs on this machine: the local RabbitMQ, each target as a real process
 (``bench.producer_bare_app``; ``python -m producer`` with a queue of its own, deleted afterwards,
@@ -26,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import re
 import shutil
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +51,11 @@ import aio_pika
 import aiohttp
 import orjson
 
+from bench.measure import AMQP_URI, ROOT, CpuMeter, machine, vm_hwm_mb
 from common.amqp import Topology
+from producer.confirms import PublishMode
 from producer.settings import ProducerSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-AMQP_URI = os.environ.get("BENCH_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 IDS_PER_CALLBACK = 200
 BODIES = 64
 
@@ -76,19 +83,25 @@ class Figures:
     fixed_failed: int = 0
     spooled_callbacks: int = 0
     durable_check: str = "n/a"
+    generator: str = "wrk"
+    cpu_ms_per_callback: float = float("nan")  # the target's CPU during the fixed-rate run
+    peak_rss_mb: float = float("nan")
+    latencies: list[float] = field(default_factory=list)  # fixed-rate run, s
 
 
-def machine() -> str:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    load = "/".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (
-        f"nproc={os.cpu_count()} cpu={model!r} python={platform.python_version()} "
-        f"load(1/5/15m)={load}"
-    )
+@dataclass
+class AcceptanceRun:
+    duration: float = 10.0
+    warmup: float = 2.0
+    connections: int = 32
+    rate: float = 500.0
+    fixed_duration: float = 10.0
+    ids_per_message: int | None = None
+    wrk: str | None = None  # None: the closed-loop aiohttp generator in this process
+    publish_modes: tuple[PublishMode, ...] = (PublishMode.PIPELINE,)
+    baseline: Path | None = None  # another checkout, measured as one more column
+    per_id: bool = True  # the IDS_PER_MESSAGE=1 column
+    repeat: int = 1  # rounds of the baseline and mode columns, alternating
 
 
 def find_wrk(install: bool) -> str:
@@ -148,8 +161,9 @@ class WrkResult:
 
 
 def run_wrk(wrk: str, script: Path, url: str, connections: int, duration: float) -> WrkResult:
+    seconds = max(1, round(duration))  # wrk takes whole seconds only
     result = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -164,6 +178,43 @@ def run_wrk(wrk: str, script: Path, url: str, connections: int, duration: float)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(rate, p50, p99, errors, total - (int(non_2xx.group(1)) if non_2xx else 0))
+
+
+async def closed_loop(
+    url: str, bodies: list[bytes], connections: int, duration: float
+) -> WrkResult:
+    """Where wrk is missing: ``connections`` workers posting back to back (this process's CPU
+    then limits the rate: the figures are lower bounds)."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        end = time.perf_counter() + duration
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            n = offset
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                async with session.post(url, data=bodies[n % len(bodies)], headers=headers) as r:
+                    await r.read()
+                    if r.status >= 300:
+                        errors += 1
+                    else:
+                        latencies.append(time.perf_counter() - started)
+                n += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(connections)))
+        elapsed = time.perf_counter() - started
+    return WrkResult(
+        (len(latencies) + errors) / elapsed,
+        percentile_ms(latencies, 0.5),
+        percentile_ms(latencies, 0.99),
+        f"Non-2xx or 3xx responses: {errors}" if errors else "",
+        len(latencies),
+    )
 
 
 def _wrk_ms(text: str) -> float:
@@ -223,6 +274,7 @@ class Running:
             "PYTHONPATH": str(ROOT),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
+            "SHUTDOWN_GRACE": "2s",  # nothing to finish gracefully in a benchmark
             **target.env,
         }
         self.log_path = workdir / f"{target.name.replace(' ', '_')}.log"
@@ -294,35 +346,51 @@ async def queue_depth_and_delete(queue: str) -> int:
         await connection.close()
 
 
-async def measure(
-    target: Target,
-    wrk: str,
-    script: Path,
-    bodies: list[bytes],
-    args: argparse.Namespace,
-    workdir: Path,
-) -> Figures:
+def start(target: Target, workdir: Path) -> Running:
     port = free_port()
     target.command = [arg.replace("{port}", str(port)) for arg in target.command]
     target.env = {key: value.replace("{port}", str(port)) for key, value in target.env.items()}
+    return Running(target, port, workdir)
+
+
+async def measure(
+    target: Target,
+    running: Running,
+    script: Path,
+    bodies: list[bytes],
+    args: AcceptanceRun,
+) -> Figures:
+    """Measure a started target, then stop it."""
     producer = target.queue is not None
-    running = Running(target, port, workdir)
     figures = Figures()
     spooled_now = 0
     try:
-        await wait_serving(running, producer)
         url = running.url + "/callback"
-        warmup = run_wrk(wrk, script, url, args.connections, args.warmup)
-        main_run = run_wrk(wrk, script, url, args.connections, args.duration)
+
+        async def saturate(duration: float) -> WrkResult:
+            if args.wrk is None:
+                return await closed_loop(url, bodies, args.connections, duration)
+            return await asyncio.to_thread(
+                run_wrk, args.wrk, script, url, args.connections, duration
+            )
+
+        figures.generator = "wrk" if args.wrk else "aiohttp closed loop"
+        warmup = await saturate(args.warmup) if args.warmup else WrkResult(0, 0, 0, "", 0)
+        main_run = await saturate(args.duration)
         figures.rate, figures.p50_ms, figures.p99_ms = (
             main_run.rate,
             main_run.p50_ms,
             main_run.p99_ms,
         )
         figures.errors = main_run.errors
+        meter = CpuMeter(running.process.pid)
+        meter.start()
         achieved, latencies, figures.fixed_failed = await fixed_rate(
             url, bodies, target.fixed_rate or args.rate, args.fixed_duration
         )
+        figures.cpu_ms_per_callback = 1000 * meter.stop() / max(len(latencies), 1)
+        figures.peak_rss_mb = vm_hwm_mb(running.process.pid)
+        figures.latencies = latencies
         accepted = warmup.ok + main_run.ok + len(latencies)
         figures.fixed_rate = achieved
         figures.fixed_p50_ms = percentile_ms(latencies, 0.50)
@@ -349,8 +417,80 @@ async def measure(
     return figures
 
 
+def targets(args: AcceptanceRun, workdir: Path, run_id: str) -> list[Target]:
+    """Bare FastAPI; the producer per PUBLISH_MODE (and the ``baseline`` checkout's), ``repeat``
+    rounds; the producer with one message per id."""
+    python = sys.executable
+    ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
+    chosen = [Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"])]
+
+    def producer(name: str, ids_per_message: int, rate: float | None = None, **env: str) -> Target:
+        key = f"{run_id}_{len(chosen)}"
+        queue = f"bench_producer_{key}"
+        return Target(
+            name,
+            [python, "-m", "producer"],
+            {
+                "AMQP_URI": AMQP_URI,
+                "QUEUE_NAME": queue,
+                "PRODUCER_HOST": "127.0.0.1",
+                "PRODUCER_PORT": "{port}",
+                "SPOOL_PATH": str(workdir / f"spool_{key}.sqlite3"),
+                "IDS_PER_MESSAGE": str(ids_per_message),
+                **env,
+            },
+            queue=queue,
+            ids_per_message=ids_per_message,
+            fixed_rate=rate,
+        )
+
+    for round_ in range(1, args.repeat + 1):
+        # Rounds alternate the columns under comparison, so that a neighbour's load drifting
+        # during the run does not favour whichever was measured first.
+        tag = f" #{round_}" if args.repeat > 1 else ""
+        if args.baseline is not None:
+            # The other checkout's code (PYTHONPATH), its own defaults (no PUBLISH_MODE).
+            baseline = str(args.baseline.resolve())
+            chosen.append(producer(f"baseline{tag}", ipm, PYTHONPATH=baseline))
+        for mode in args.publish_modes:
+            label = "producer" if mode is PublishMode.PIPELINE else str(mode)
+            name = f"{label} (IDS_PER_MESSAGE={ipm}){tag}"
+            chosen.append(producer(name, ipm, PUBLISH_MODE=mode))
+    if args.per_id:
+        # One message per id tops out near 100 callbacks/s: offering it --rate would only
+        # grow the spool (and the shared broker) by 100,000 messages a second.
+        chosen.append(producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)))
+    return chosen
+
+
+async def acceptance(
+    args: AcceptanceRun, progress: Callable[[str], None] | None = None
+) -> list[tuple[Target, Figures]]:
+    """Measure each target in turn (one at a time: they share the machine)."""
+    bodies = make_bodies()
+    run_id = uuid.uuid4().hex[:8]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
+        workdir = Path(tmp)
+        script = wrk_script(bodies, workdir)
+        chosen = targets(args, workdir, run_id)
+        # Started together (an idle target costs nothing), measured one at a time.
+        running = [start(target, workdir) for target in chosen]
+        try:
+            pairs = list(zip(chosen, running, strict=True))
+            await asyncio.gather(*(wait_serving(r, t.queue is not None) for t, r in pairs))
+            for target, started in pairs:
+                if progress is not None:
+                    progress(target.name)
+                results.append((target, await measure(target, started, script, bodies, args)))
+        finally:
+            for started in running:
+                started.stop()
+    return results
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="wrk run, seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up, seconds")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
@@ -358,53 +498,64 @@ def main() -> None:
     parser.add_argument("--fixed-duration", type=float, default=10.0, help="fixed-rate run, s")
     parser.add_argument("--ids-per-message", type=int, default=None, help="default: producer's")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install wrk if missing")
+    parser.add_argument(
+        "--publish-modes",
+        default=PublishMode.PIPELINE.value,
+        type=publish_modes,
+        help="comma-separated PUBLISH_MODEs to measure, e.g. pipeline,standard (default: pipeline)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of another commit: its producer runs as one more column",
+    )
+    parser.add_argument(
+        "--no-per-id", action="store_true", help="skip the IDS_PER_MESSAGE=1 producer"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="N",
+        help="measure the baseline and mode columns N times, alternating (1 to 9)",
+    )
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "producer" / "__main__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a lastseen checkout (no producer/)")
 
     wrk = find_wrk(args.install_wrk)
     print(f"machine: {machine()}")
     print(f"wrk: {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}")
-    bodies = make_bodies()
-    python = sys.executable
-    run_id = uuid.uuid4().hex[:8]
-    ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
-
-    with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
-        workdir = Path(tmp)
-        script = wrk_script(bodies, workdir)
-
-        def producer(name: str, ids_per_message: int, rate: float | None = None) -> Target:
-            queue = f"bench_producer_{run_id}_{ids_per_message}"
-            return Target(
-                name,
-                [python, "-m", "producer"],
-                {
-                    "AMQP_URI": AMQP_URI,
-                    "QUEUE_NAME": queue,
-                    "PRODUCER_HOST": "127.0.0.1",
-                    "PRODUCER_PORT": "{port}",
-                    "SPOOL_PATH": str(workdir / f"spool_{ids_per_message}.sqlite3"),
-                    "IDS_PER_MESSAGE": str(ids_per_message),
-                },
-                queue=queue,
-                ids_per_message=ids_per_message,
-                fixed_rate=rate,
-            )
-
-        targets = [
-            Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"]),
-            producer(f"producer (IDS_PER_MESSAGE={ipm})", ipm),
-            # One message per id tops out near 100 callbacks/s: offering it --rate would only
-            # grow the spool (and the shared broker) by 100,000 messages a second.
-            producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)),
-        ]
-        results = [
-            asyncio.run(measure(target, wrk, script, bodies, args, workdir)) for target in targets
-        ]
-    print_table(targets, results, args)
+    run = AcceptanceRun(
+        args.duration,
+        args.warmup,
+        args.connections,
+        args.rate,
+        args.fixed_duration,
+        args.ids_per_message,
+        wrk,
+        tuple(args.publish_modes),
+        args.baseline,
+        not args.no_per_id,
+        args.repeat,
+    )
+    results = asyncio.run(acceptance(run))
+    print_table([t for t, _ in results], [f for _, f in results], run)
     print(f"load after: {'/'.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
-def print_table(targets: list[Target], results: list[Figures], args: argparse.Namespace) -> None:
+def publish_modes(text: str) -> list[PublishMode]:
+    """``"pipeline,standard"`` → both modes, in that order."""
+    try:
+        return [PublishMode(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        choices = ", ".join(mode.value for mode in PublishMode)
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {choices}") from None
+
+
+def print_table(targets: list[Target], results: list[Figures], args: AcceptanceRun) -> None:
     bare = results[0].rate
     width = 34
     rows = [
@@ -442,6 +593,20 @@ def print_table(targets: list[Target], results: list[Figures], args: argparse.Na
     ]
     for label, cells in rows:
         print(label.ljust(width) + "".join(cell.ljust(width) for cell in cells))
+    if args.repeat > 1:
+        print_means(targets, results)
+
+
+def print_means(targets: list[Target], results: list[Figures]) -> None:
+    """Per column name (without its round number): mean callbacks/s and open-loop p99."""
+    rounds: dict[str, list[Figures]] = {}
+    for target, figures in zip(targets[1:], results[1:], strict=True):
+        rounds.setdefault(target.name.split(" #")[0], []).append(figures)
+    for name, measured in rounds.items():
+        rates = ", ".join(f"{f.rate:,.0f}" for f in measured)
+        p99s = ", ".join(f"{f.fixed_p99_ms:.1f}" for f in measured)
+        mean = sum(f.rate for f in measured) / len(measured)
+        print(f"{name}: mean {mean:,.0f} callbacks/s ({rates}); open-loop p99 ms {p99s}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class BatchWriter(Generic[O]):
         on_health: Callable[[bool], None],
         max_backoff: float = 5.0,
         statement_timeout: float = 15.0,
+        on_flush: Callable[[float, int], None] = lambda seconds, rows: None,
     ) -> None:
         self._db = db
         self._max_rows = max_rows
@@ -65,6 +66,7 @@ class BatchWriter(Generic[O]):
         self._on_health = on_health
         self._max_backoff = max_backoff
         self._statement_timeout = statement_timeout
+        self._on_flush = on_flush
         self._batch: Batch[O] = Batch()
         self._first_row_at = 0.0
         self._wake = asyncio.Event()
@@ -120,6 +122,7 @@ class BatchWriter(Generic[O]):
         failures = 0
         healthy = True
         while True:
+            started = time.perf_counter()
             try:
                 # A black-holed connection would otherwise hang here for the pool's command
                 # timeout; the batch is retried either way.
@@ -143,6 +146,7 @@ class BatchWriter(Generic[O]):
                 # Rows that arrived meanwhile ride along: still one statement, fewer flushes.
                 batch.absorb(self._batch)
                 self._batch = Batch()
+        self._on_flush(time.perf_counter() - started, len(batch))
         self.rows_written += written
         self.flushes += 1
         if not healthy:

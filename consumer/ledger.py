@@ -7,6 +7,7 @@ queue with a publisher confirm. Pure bookkeeping; the worker does the I/O.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
@@ -38,6 +39,7 @@ class Delivery(Generic[T]):
     handing_off: bool = False
     handed_off: bool = False
     finished: bool = False
+    arrived: float = field(default_factory=time.monotonic)  # for the oldest-unacked gauge
 
     def __post_init__(self) -> None:
         self.unresolved = len(self.work.ids)

@@ -12,7 +12,8 @@ import structlog
 from common.amqp import connect_amqp, declare_topology
 from common.db import Executor, create_pool, migrate
 from common.heartbeat import beat_forever
-from common.metrics import serve_metrics
+from common.metrics import ProbeServer, service_registry
+from common.probes import DatabaseProbe
 from common.versions import FastPath
 from consumer import metrics
 from consumer.backoff import retry_tiers
@@ -102,16 +103,30 @@ async def _serve(
             message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT
         )
 
-    worker = Worker(settings, status, publish)
+    registry = service_registry()
+    observed = metrics.ConsumerMetrics(registry)
+    worker = Worker(settings, status, publish, metrics=observed)
     writer = BatchWriter(
         pool,
         max_rows=settings.batch_max_rows,
         max_delay=settings.batch_max_delay,
         on_stored=worker.on_stored,
         on_health=lambda healthy: worker.set_paused(not healthy),
+        on_flush=observed.flushed,
     )
     worker.attach(writer)
-    serve_metrics(metrics.register(worker), settings.metrics_port)
+    metrics.register(worker, registry)
+    database = DatabaseProbe(pool)
+    probes = ProbeServer(
+        registry,
+        {
+            "broker": connection.connected.is_set,
+            "database": lambda: database.ok and not worker.paused,
+        },
+        service="consumer",
+    )
+    await probes.start(settings.metrics_port)
+    probing = asyncio.create_task(database.run())
     heartbeat = asyncio.create_task(beat_forever())
     shutdown_deadline: list[float] = []
     writer_task = asyncio.create_task(
@@ -143,6 +158,7 @@ async def _serve(
         deadline = started + settings.shutdown_grace
         shutdown_deadline.append(deadline)
         heartbeat.cancel()
+        probing.cancel()
         log.info("consumer_stopping", grace_s=settings.shutdown_grace)
         await subscription.cancel()
         await worker.drain(max(started, deadline - FLUSH_RESERVE))
@@ -154,3 +170,4 @@ async def _serve(
                 log.error("final_flush_incomplete", rows=writer.pending)
         await worker.wait_side_tasks(deadline)
         log.info("consumer_drained", unsettled=len(worker.in_process), **worker.stats)
+        await probes.close()

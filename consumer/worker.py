@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry
 
 from common.amqp import AMQP_ERRORS, SETTLE_ERRORS, Topology, cancelled_by_broker
 from common.messages import MalformedMessage, decode_message
@@ -28,6 +29,7 @@ from consumer.backoff import plan_retry
 from consumer.batch_writer import BatchWriter
 from consumer.dead_letter import exhausted_letter, malformed_letter
 from consumer.ledger import Delivery, Next, exhausted, summarize
+from consumer.metrics import ConsumerMetrics
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
@@ -46,11 +48,13 @@ class Worker:
         status: StatusClient,
         publish: Publish,
         rng: random.Random | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._status = status
         self._publish = publish
         self._rng = rng or random.Random()
+        self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
         self._topology = Topology(settings.queue_name)
         self._max_in_flight = settings.max_consumers
         # loop.create_task, not asyncio.create_task: the latter's get_running_loop() costs a
@@ -125,6 +129,7 @@ class Worker:
     async def _lookup(self, object_id: int) -> None:
         reason: str | None = None
         online = False
+        started = time.perf_counter()
         try:
             online = await self._status.online(object_id)
         except StatusFailure as failure:
@@ -136,6 +141,8 @@ class Worker:
             log.exception("lookup_crashed", object_id=object_id)
             reason = f"internal error: {error!r}"
         seen = datetime.now(UTC)
+        outcome = "failed" if reason is not None else "online" if online else "offline"
+        self.metrics.looked_up(outcome, time.perf_counter() - started)
         del self._lookups[object_id]
         writer = self.writer
         assert writer is not None
@@ -155,6 +162,7 @@ class Worker:
 
     def on_stored(self, owners: list[Delivery[Message]]) -> None:
         """The batch writer committed rows of these deliveries (one entry per row)."""
+        self.metrics.stored([delivery.work.received_at for delivery in owners])
         for delivery in owners:
             delivery.stored()
             if not delivery.unstored:

@@ -13,8 +13,8 @@ import uvicorn
 from common.entrypoint import run_service
 from common.versions import FastPath
 from producer.api import create_app
+from producer.confirms import FAST_PATH, PublishMode
 from producer.ingest import Ingest
-from producer.pipeline import FAST_PATH
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.spool import Spool, SpoolUnavailable
@@ -41,6 +41,7 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             settings.amqp_uri,
             settings.queue_name,
             max_backoff=settings.broker_max_backoff,
+            mode=settings.publish_mode,
             ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
@@ -83,7 +84,8 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
 
 
 def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
-    return (FAST_PATH,)
+    """Only the pipeline uses library internals; the standard mode runs on any version."""
+    return (FAST_PATH,) if settings.publish_mode is PublishMode.PIPELINE else ()
 
 
 def _auth_mode(settings: ProducerSettings) -> str:

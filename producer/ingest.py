@@ -28,6 +28,10 @@ class Accepted:
     spooled: bool
 
 
+def new_callback_id() -> str:
+    return os.urandom(16).hex()
+
+
 class Ingest:
     """The producer's core, below HTTP: owns the publisher and relay tasks while :meth:`running`.
 
@@ -53,8 +57,8 @@ class Ingest:
         """Can a callback be made durable right now (broker or spool)?"""
         return not self.stopping and (self.publisher.connected or self.spool.writable)
 
-    async def accept(self, ids: list[int]) -> Accepted:
-        callback_id = os.urandom(16).hex()
+    async def accept(self, callback_id: str, ids: list[int]) -> Accepted:
+        """Make ``ids`` durable as the work messages of callback ``callback_id``."""
         unique = unique_ids(ids)
         if not unique:
             return Accepted(callback_id, 0, spooled=False)
@@ -72,9 +76,9 @@ class Ingest:
         )
         if unconfirmed:
             await self.spool.append(unconfirmed)
+            # callback_id comes from the context the HTTP layer binds for the callback.
             log.info(
                 "callback_spooled",
-                callback_id=callback_id,
                 ids=len(unique),
                 messages=len(unconfirmed),
                 broker=self.publisher.state,

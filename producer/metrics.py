@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = ("confirmed", "spooled", "rejected", "unavailable")
+# The tester gives up after 1 s; a confirm takes ~2 ms, a spooled callback PUBLISH_TIMEOUT (250 ms).
+CALLBACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 1, 2.5)
 
 
 class ProducerMetrics:
@@ -14,6 +18,8 @@ class ProducerMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in OUTCOMES:
+            self.callbacks.labels(outcome)  # every outcome has a series from the start
         self.ids = Counter(
             "lastseen_producer_ids",
             "unique ids made durable (confirmed or spooled)",
@@ -25,3 +31,14 @@ class ProducerMetrics:
             registry=registry,
         )
         self.spool_depth.set_function(spool_depth)
+        self.callback_seconds = Histogram(
+            "lastseen_producer_callback_seconds",
+            "time to answer one POST /callback, from the request to the response",
+            buckets=CALLBACK_BUCKETS,
+            registry=registry,
+        )
+        self.spool_oldest_age = Gauge(
+            "lastseen_producer_spool_oldest_age_seconds",
+            "age of the oldest message in the spool (0: empty), read at each scrape",
+            registry=registry,
+        )

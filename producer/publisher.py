@@ -5,6 +5,9 @@ the broker), declares the topology, and re-establishes both with backoff and jit
 connection or channel closes. Publishing never waits for a connection: without one, or while the
 broker blocks publishers (resource alarm), or after a publish went unconfirmed, :attr:`accepting`
 is false and callers spool instead. The relay's confirmed publishes close that circuit again.
+
+How a message is published and confirmed, and how a broker alarm is noticed, is the business of
+:mod:`producer.confirms` (``PUBLISH_MODE``): this module sees only its small interface.
 """
 
 from __future__ import annotations
@@ -17,17 +20,14 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 import aio_pika
-import aiormq
 import structlog
-from aiormq.abc import AbstractConnection as AmqpConnection
-from pamqp import commands as spec
 
 from common.amqp import CONNECT_ERRORS, TLS_HINT, declare_topology
 from common.messages import OutgoingMessage
 from common.nodes import connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect
 from common.tls import certificate_refused, describe_refusal
-from producer.pipeline import ConfirmPipeline
+from producer.confirms import ConfirmedPublisher, PublishMode, open_publisher
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,7 @@ class Publisher:
         queue_name: str,
         *,
         max_backoff: float,
+        mode: PublishMode = PublishMode.PIPELINE,
         connection_name: str = "lastseen-producer",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -58,9 +59,10 @@ class Publisher:
         self._tls_refusal_logged = False
         self._queue_name = queue_name
         self._max_backoff = max_backoff
+        self._mode = mode
         self._connection_name = connection_name
-        self._channel: aiormq.Channel | None = None
-        self._pipeline: ConfirmPipeline | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._confirms: ConfirmedPublisher | None = None
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
         self._degraded = False
@@ -68,12 +70,12 @@ class Publisher:
 
     @property
     def state(self) -> BrokerState:
-        channel = self._channel
+        channel, confirms = self._channel, self._confirms
         if self._stopped:
             return BrokerState.STOPPED
-        if channel is None or channel.is_closed:
+        if channel is None or confirms is None or channel.is_closed:
             return BrokerState.CONNECTING
-        if _is_blocked(channel.connection):
+        if confirms.blocked:
             return BrokerState.BLOCKED
         if self._degraded:
             return BrokerState.DEGRADED
@@ -111,9 +113,9 @@ class Publisher:
                 await self._lost.wait()
             finally:
                 self._channel = None
-                if self._pipeline is not None:
-                    self._pipeline.close()
-                    self._pipeline = None
+                if self._confirms is not None:
+                    self._confirms.close()
+                    self._confirms = None
                 self._connected.clear()
                 with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                     await asyncio.wait_for(connection.close(), timeout=2)
@@ -145,9 +147,7 @@ class Publisher:
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_topology(channel, self._queue_name)
-            underlay = await channel.get_underlay_channel()
-            if not isinstance(underlay, aiormq.Channel):
-                raise TypeError(f"unexpected channel type {type(underlay).__name__}")
+            confirms = await open_publisher(self._mode, channel, self._queue_name)
         except BaseException:
             with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                 await connection.close()
@@ -155,8 +155,8 @@ class Publisher:
         self._lost.clear()
         connection.close_callbacks.add(self._on_close)
         channel.close_callbacks.add(self._on_close)
-        self._channel = underlay
-        self._pipeline = ConfirmPipeline(underlay, self._queue_name)
+        self._channel = channel
+        self._confirms = confirms
         self._degraded = False
         self._connected.set()
         return connection
@@ -189,41 +189,19 @@ class Publisher:
         return because the queue is gone, a confirm later than ``confirm_timeout``) degrades the
         publisher, so that the next callbacks go to the spool without waiting.
         """
-        channel, pipeline = self._channel, self._pipeline
-        if channel is None or pipeline is None or channel.is_closed:
+        channel, confirms = self._channel, self._confirms
+        if channel is None or confirms is None or channel.is_closed:
             return list(messages)
-        publishes = [pipeline.submit(message) for message in messages]
-        _, pending = await asyncio.wait(publishes, timeout=confirm_timeout)
-        failed: list[OutgoingMessage] = []
-        reasons: set[str] = set()
-        returned = False
-        for message, publish in zip(messages, publishes, strict=True):
-            if publish in pending:
-                publish.cancel()
-                reasons.add("confirm timeout")
-            elif publish.cancelled():
-                reasons.add("cancelled: channel closed")
-            elif (error := publish.exception()) is not None:
-                reasons.add(repr(error))
-            elif isinstance(publish.result(), spec.Basic.Ack):
-                continue
-            else:
-                returned = True
-                reasons.add(f"returned unroutable: no queue {self._queue_name!r}")
-            failed.append(message)
-        if failed:
+        unconfirmed = await confirms.publish(messages, confirm_timeout)
+        if unconfirmed.messages:
             if not self._degraded:
-                log.warning("broker_degraded", unconfirmed=len(failed), reasons=sorted(reasons))
+                log.warning(
+                    "broker_degraded",
+                    unconfirmed=len(unconfirmed.messages),
+                    reasons=sorted(unconfirmed.reasons),
+                )
             self._degraded = True
-            if returned:
+            if unconfirmed.queue_missing:
                 # The queue is gone; reconnecting declares the topology again.
                 self.reset("work queue missing")
-        return failed
-
-
-def _is_blocked(connection: AmqpConnection) -> bool:
-    # aiormq records Connection.Blocked/Unblocked (a broker memory or disk alarm) in a private
-    # event and has no public flag for it; without it we would learn of the alarm only through
-    # confirm timeouts, one PUBLISH_TIMEOUT per callback.
-    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
-    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+        return unconfirmed.messages

@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field
 
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from producer.confirms import PublishMode
 
 
 class ProducerSettings(AmqpSettings, CallbackAuthSettings):
@@ -31,6 +32,13 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
         0.25,
         gt=0,
         description="wait this long for the broker's confirms, then spool the callback instead",
+    )
+    publish_mode: PublishMode = Field(
+        PublishMode.PIPELINE,
+        description="pipeline: batched confirmed publishing on aiormq internals, the fast default "
+        "(aiormq and pamqp versions checked at start); standard: aio-pika's public "
+        "exchange.publish, the fallback for an untested library version (slower; a broker alarm "
+        "shows as confirm timeouts)",
     )
     spool_path: Path = Field(
         Path("var/spool.sqlite3"),

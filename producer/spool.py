@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS spooled_message (
 """
 
 
+_NO_PAGE_LIMIT = 4_294_967_294  # SQLite's largest max_page_count
+
+
 class SpoolUnavailable(RuntimeError):
     """The spool could not store or read messages (disk full, file unwritable, corrupt)."""
 
@@ -100,6 +103,13 @@ class Spool:
         rows = await self._run(self._oldest_sync, limit)
         return [SpooledMessage(seq, OutgoingMessage(mid, body)) for seq, mid, body in rows]
 
+    async def oldest_age(self) -> float:
+        """Seconds since the oldest spooled message was written (0 when the spool is empty)."""
+        if not self.depth:
+            return 0.0
+        spooled_at = await self._run(self._oldest_spooled_at_sync)
+        return 0.0 if spooled_at is None else max(0.0, time.time() - spooled_at)
+
     async def delete(self, seqs: Sequence[int]) -> None:
         """Forget messages the broker has confirmed."""
         if seqs:
@@ -107,6 +117,14 @@ class Spool:
             # Not "self.depth -= await …": that reads depth before the await and would drop the
             # appends committed meanwhile.
             self.depth -= deleted
+
+    async def limit_pages(self, pages: int | None) -> None:
+        """Cap the file at ``pages`` database pages (SQLite's ``max_page_count``); ``None`` lifts
+        the cap. SQLite never sets it below the file's size now, so ``limit_pages(1)`` freezes the
+        file where it is. A write past the cap fails as on a full disk. For tests and failure
+        drills: the service itself never sets a cap."""
+        cap = _NO_PAGE_LIMIT if pages is None else pages
+        await self._run(lambda: self._live().execute(f"PRAGMA max_page_count = {int(cap)}"))
 
     async def _flush(self) -> None:
         while self._pending:
@@ -176,6 +194,14 @@ class Spool:
             )
             .fetchall()
         )
+
+    def _oldest_spooled_at_sync(self) -> float | None:
+        row = (
+            self._live()
+            .execute("SELECT spooled_at FROM spooled_message ORDER BY seq LIMIT 1")
+            .fetchone()
+        )
+        return None if row is None else float(row[0])
 
     def _delete_sync(self, seqs: list[int]) -> int:
         connection = self._live()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from common.db import create_pool, migrate
 from common.entrypoint import run_service
 from common.heartbeat import beat_forever
-from common.metrics import serve_metrics
+from common.metrics import ProbeServer, service_registry
+from common.probes import DatabaseProbe
 from routine.expiry import run_routine
 from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
@@ -26,20 +26,23 @@ async def main(settings: RoutineSettings, stop: asyncio.Event) -> None:
         ssl=settings.postgres_ssl(),
     )
     try:
-        async with asyncio.TaskGroup() as tasks:
+        await migrate(pool)
+        log.info(
+            "routine_started",
+            interval_s=settings.routine_interval,
+            ttl_s=settings.object_ttl,
+            batch_size=settings.routine_batch_size,
+        )
+        registry = service_registry()
+        metrics = RoutineMetrics(registry, settings.object_ttl)
+        database = DatabaseProbe(pool)
+        probes = ProbeServer(registry, {"database": lambda: database.ok}, service="routine")
+        async with probes.serving(settings.metrics_port), asyncio.TaskGroup() as tasks:
             heartbeat = tasks.create_task(beat_forever())
-            await migrate(pool)
-            log.info(
-                "routine_started",
-                interval_s=settings.routine_interval,
-                ttl_s=settings.object_ttl,
-                batch_size=settings.routine_batch_size,
-            )
-            registry = CollectorRegistry()
-            metrics = RoutineMetrics(registry)
-            serve_metrics(registry, settings.metrics_port)
+            probing = tasks.create_task(database.run())
             await run_routine(pool, settings, stop, metrics)
             heartbeat.cancel()
+            probing.cancel()
     finally:
         await pool.close()
     log.info("routine_stopped")

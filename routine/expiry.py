@@ -18,6 +18,11 @@ from routine.settings import RoutineSettings
 log = structlog.get_logger(__name__)
 
 
+# Right after a tick this should be 0: rows refreshed or stale since the delete began. Uses the
+# last_seen index, like the delete.
+COUNT_STALE_SQL = "SELECT count(*) FROM object WHERE last_seen < now() - make_interval(secs => $1)"
+
+
 @dataclass(frozen=True)
 class TickResult:
     ran: bool  # False: another routine held the lock
@@ -69,6 +74,8 @@ async def run_routine(
             metrics.ticks.labels("ran" if result.ran else "skipped").inc()
             metrics.deleted.inc(result.deleted)
             metrics.duration.observe(time.perf_counter() - started)
+            if result.ran:
+                await _count_behind(pool, settings.object_ttl, metrics)
             (log.info if newsworthy else log.debug)(
                 "expiry_tick" if result.ran else "expiry_skipped_locked",
                 deleted=result.deleted,
@@ -79,3 +86,12 @@ async def run_routine(
         delay = next_delay(settings.routine_interval, failures, settings.routine_max_backoff)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay - elapsed))
+
+
+async def _count_behind(pool: asyncpg.Pool, ttl_seconds: float, metrics: RoutineMetrics) -> None:
+    try:
+        behind = await pool.fetchval(COUNT_STALE_SQL, float(ttl_seconds))
+    except DATABASE_ERRORS as error:
+        log.warning("rows_behind_unknown", error=repr(error))
+        return
+    metrics.rows_behind.set(behind)

@@ -79,6 +79,7 @@ async def send_one(state: TesterState, client: httpx.AsyncClient, seq: int) -> C
     )
     state.ledger.add(record)
     state.callbacks.record(record.ok)
+    state.metrics.sent(record)
     fields = {"seq": seq, "ids": len(object_ids), "latency_ms": round(record.latency * 1000, 1)}
     if record.ok:
         log.info("callback_sent", status=status, **fields)

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tester.knobs import InvalidControl, apply_control
 from tester.status_api import STATE
@@ -49,6 +50,13 @@ async def post_control(request: web.Request) -> web.Response:
     return _json(state.knobs.as_json())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """The tester's callbacks by status, ids sent and callback latency, in Prometheus format."""
+    response = web.Response(body=generate_latest(request.app[STATE].metrics.registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
@@ -57,6 +65,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ledger", ledger)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/stats/reset", reset_stats)
     app.router.add_get("/control", get_control)
     app.router.add_post("/control", post_control)

@@ -7,6 +7,7 @@ from random import Random
 
 from tester.knobs import Knobs
 from tester.ledger import Ledger
+from tester.metrics import TesterMetrics
 from tester.settings import TesterSettings
 from tester.stats import CallbackStats, ObjectStats
 
@@ -21,6 +22,7 @@ class TesterState:
     object_rng: Random
     objects: ObjectStats = field(default_factory=ObjectStats)
     callbacks: CallbackStats = field(default_factory=CallbackStats)
+    metrics: TesterMetrics = field(default_factory=TesterMetrics)
 
     @classmethod
     def from_settings(cls, settings: TesterSettings) -> TesterState:

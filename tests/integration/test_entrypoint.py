@@ -1,11 +1,17 @@
 """The shared entry point as each service's process sees it: an untested library version stops the
 service at start with exit 2 and one line, before it connects to anything."""
 
+import asyncio
 from pathlib import Path
 
+import aio_pika
+import httpx
 import pytest
 
-from tests.support.processes import PROJECT_ROOT, run_module
+from tests.support.ports import free_port
+from tests.support.processes import PROJECT_ROOT, Spawn, run_module
+from tests.support.producer import collect_until, producer_env, wait_broker_connected
+from tests.support.services import Endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +59,31 @@ def test_an_untested_library_version_exits_2_with_one_line(
         f"{package} {tested}.x; install the tested version, or set {fallback}"
     ]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+async def test_the_standard_publish_mode_runs_on_an_untested_aiormq(
+    spawn: Spawn,
+    endpoints: Endpoints,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    """The fallback the exit-2 line names: no start-up check, and callbacks are confirmed."""
+    fakes = fake_distribution(tmp_path / "fakes", "aiormq", "7.3.0")
+    port = free_port()
+    env = producer_env(
+        endpoints.amqp_uri,
+        queue_name,
+        tmp_path / "spool.sqlite3",
+        port,
+        PUBLISH_MODE="standard",
+        PYTHONPATH=f"{fakes}:{PROJECT_ROOT}",
+    )
+    process = spawn("producer", env)
+    wait_broker_connected(process, port)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        response = await client.post("/callback", json={"object_ids": [4, 5]})
+    assert response.status_code == 202, response.text
+    # Confirmed straight away on a quiet broker; spooled and relayed if the shared one is busy.
+    assert sorted(await collect_until(amqp_connection, queue_name, {4, 5}, timeout=20)) == [4, 5]
+    assert await asyncio.to_thread(process.terminate) == 0

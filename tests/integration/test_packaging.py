@@ -150,3 +150,16 @@ def test_the_image_entry_points_exist() -> None:
     assert "USER lastseen" in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert dockerfile.count("FROM ") >= 2, "multi-stage: no build tools at run time"
+
+
+def test_the_installed_wheel_has_the_live_view(installed_venv: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(installed_venv / "bin/python"), "-m", "liveview", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--once" in done.stdout and "--json" in done.stdout

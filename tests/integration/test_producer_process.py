@@ -14,11 +14,13 @@ import aio_pika
 import httpx
 import pytest
 
+from producer.confirms import PublishMode
 from tests.support.amqp import amqp_uri_via
 from tests.support.ports import free_port
 from tests.support.processes import Spawn, run_module
 from tests.support.producer import (
     accepts_connections,
+    both_publish_modes,
     collect_until,
     producer_env,
     queued_ids,
@@ -33,6 +35,7 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.integration
 
 
+@both_publish_modes
 async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     spawn: Spawn,
     make_proxy: Callable[[str, int], TcpProxy],
@@ -40,6 +43,7 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
     tmp_path: Path,
+    publish_mode: PublishMode,
 ) -> None:
     proxy = make_proxy(*endpoints.amqp_host_port)
     proxy.cut()  # the broker is unreachable from the start
@@ -65,7 +69,10 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     first.kill()
 
     port = free_port()
-    second = spawn("producer", producer_env(endpoints.amqp_uri, queue_name, spool, port))
+    second = spawn(
+        "producer",
+        producer_env(endpoints.amqp_uri, queue_name, spool, port, PUBLISH_MODE=publish_mode),
+    )
     wait_broker_connected(second, port)
     assert '"spool_opened"' in second.output() and '"depth":30' in second.output()
     expected = {i for n in range(30) for i in (n, -n - 1)}
@@ -74,14 +81,16 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     await eventually(lambda: (ready_state(port) or {}).get("spool_depth") == 0, timeout=10)
 
 
+@both_publish_modes
 async def test_200_concurrent_callbacks_of_200_ids(
     spawn: Spawn,
     endpoints: Endpoints,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
     tmp_path: Path,
+    publish_mode: PublishMode,
 ) -> None:
-    _, port = start_connected(spawn, endpoints, queue_name, tmp_path)
+    _, port = start_connected(spawn, endpoints, queue_name, tmp_path, PUBLISH_MODE=publish_mode)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10

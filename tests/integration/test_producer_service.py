@@ -15,15 +15,18 @@ import aio_pika
 import httpx
 import orjson
 import pytest
+import structlog
 from pamqp import commands as spec
 
 from common.messages import IdsMessage, decode_message
 from producer.api import create_app
+from producer.confirms import PublishMode
 from producer.ingest import Ingest
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
 from producer.spool import Spool
 from tests.support.amqp import amqp_uri_via
+from tests.support.producer import both_publish_modes
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
 from tests.support.spool import fill_disk
@@ -65,7 +68,10 @@ async def start_producer(
             spool = await Spool.open(settings.spool_path)
             stack.push_async_callback(spool.close)
             publisher = Publisher(
-                settings.amqp_uri, settings.queue_name, max_backoff=settings.broker_max_backoff
+                settings.amqp_uri,
+                settings.queue_name,
+                max_backoff=settings.broker_max_backoff,
+                mode=settings.publish_mode,
             )
             ingest = Ingest(settings, publisher, spool)
             app = create_app(ingest)
@@ -101,14 +107,16 @@ def ids_of(messages: list[IdsMessage]) -> list[int]:
     return [i for message in messages for i in message.ids]
 
 
+@both_publish_modes
 @pytest.mark.parametrize("per_message", [1, 3, 200])
 async def test_every_unique_id_is_published_exactly_once(
     start_producer: StartProducer,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
     per_message: int,
+    publish_mode: PublishMode,
 ) -> None:
-    producer = await start_producer(ids_per_message=per_message)
+    producer = await start_producer(ids_per_message=per_message, publish_mode=publish_mode)
     sent = [5, 3, 5, 9, 3, 1, 2, 8, 9, 4, -7, 9223372036854775807]
     unique = [5, 3, 9, 1, 2, 8, 4, -7, 9223372036854775807]
 
@@ -126,12 +134,14 @@ async def test_every_unique_id_is_published_exactly_once(
     assert all(m.attempt == 0 for m in messages)
 
 
+@both_publish_modes
 async def test_a_message_larger_than_an_amqp_frame_arrives_whole(
     start_producer: StartProducer,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
+    publish_mode: PublishMode,
 ) -> None:
-    producer = await start_producer(ids_per_message=10_000)
+    producer = await start_producer(ids_per_message=10_000, publish_mode=publish_mode)
     ids = [2**62 + n for n in range(10_000)]  # about 200 kB of JSON, frame_max is 128 kB
     response = await producer.post({"object_ids": ids})
     assert response.json() == {**response.json(), "accepted": 10_000, "spooled": False}
@@ -139,13 +149,15 @@ async def test_a_message_larger_than_an_amqp_frame_arrives_whole(
     assert len(messages) == 1 and messages[0].ids == ids
 
 
+@both_publish_modes
 async def test_a_deleted_queue_is_redeclared_and_nothing_is_lost(
     start_producer: StartProducer,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
+    publish_mode: PublishMode,
 ) -> None:
     """Publishes are mandatory: to a missing queue they come back as a Return, never a drop."""
-    producer = await start_producer(broker_max_backoff=0.5)
+    producer = await start_producer(broker_max_backoff=0.5, publish_mode=publish_mode)
     channel = await amqp_connection.channel()
     await channel.queue_delete(queue_name)
     await channel.close()
@@ -155,6 +167,31 @@ async def test_a_deleted_queue_is_redeclared_and_nothing_is_lost(
     assert (returned.status_code, returned.json()["spooled"]) == (202, True)
     await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
     assert ids_of(await queued(amqp_connection, queue_name)) == [11, 12]
+
+
+async def test_lines_logged_while_handling_a_callback_carry_its_callback_id(
+    start_producer: StartProducer,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+) -> None:
+    producer = await start_producer(broker_max_backoff=0.5)
+    channel = await amqp_connection.channel()
+    await channel.queue_delete(queue_name)  # the publish comes back: the publisher warns
+    await channel.close()
+
+    merged = [structlog.contextvars.merge_contextvars]  # as common/log.py configures it
+    with structlog.testing.capture_logs(processors=merged) as logs:
+        response = await producer.post({"object_ids": [1]})
+        assert "callback_id" not in structlog.contextvars.get_contextvars()  # unbound after
+        await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
+
+    callback_id = response.json()["callback_id"]
+    by_event = {entry["event"]: entry for entry in logs}
+    assert by_event["broker_degraded"]["log_level"] == "warning"
+    assert by_event["broker_degraded"]["callback_id"] == callback_id
+    assert by_event["callback_spooled"]["callback_id"] == callback_id
+    # The relay works for no single callback: nothing it logs claims one.
+    assert "callback_id" not in by_event["relayed"]
 
 
 async def test_an_empty_list_is_accepted_and_publishes_nothing(
@@ -271,16 +308,20 @@ async def test_health_ready_and_docs(start_producer: StartProducer) -> None:
     assert not_found.status_code == 404 and not_found.json()["error"] == "not_found"
 
 
+@both_publish_modes
 async def test_broker_away_spools_then_relays_in_order(
     start_producer: StartProducer,
     make_proxy: Callable[[str, int], TcpProxy],
     endpoints: Endpoints,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
+    publish_mode: PublishMode,
 ) -> None:
     proxy = make_proxy(*endpoints.amqp_host_port)
     producer = await start_producer(
-        amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy), broker_max_backoff=0.5
+        amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy),
+        broker_max_backoff=0.5,
+        publish_mode=publish_mode,
     )
     proxy.cut()
     await until(lambda: producer.ingest.publisher.state != "connected", timeout=5, what="cut seen")
@@ -300,20 +341,27 @@ async def test_broker_away_spools_then_relays_in_order(
     assert [m.callback_id for m in messages] == [a.json()["callback_id"] for a in answers]
 
 
+@both_publish_modes
 async def test_unconfirmed_publish_times_out_into_the_spool(
     start_producer: StartProducer,
     make_proxy: Callable[[str, int], TcpProxy],
     endpoints: Endpoints,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
+    publish_mode: PublishMode,
 ) -> None:
-    """A stalled network path (or a broker that stops confirming) costs one PUBLISH_TIMEOUT."""
+    """A stalled network path (or a broker that stops confirming) costs one PUBLISH_TIMEOUT.
+
+    A broker under a resource alarm stops reading publishes just like this; in the standard mode,
+    which has no public blocked flag, this is how the alarm shows.
+    """
     proxy = make_proxy(*endpoints.amqp_host_port)
     producer = await start_producer(
         amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy),
         publish_timeout="200ms",
         relay_publish_timeout="1s",
         broker_max_backoff=0.5,
+        publish_mode=publish_mode,
     )
     proxy.blackhole()
     started = time.monotonic()
@@ -346,12 +394,13 @@ async def test_a_broker_resource_alarm_sends_callbacks_to_the_spool(
 
     Raising a real alarm would block every other test on the shared broker, so the frame is
     handed to aiormq's own handler on the producer's live connection: what is tested is that the
-    producer notices aiormq's blocked state and spools instead of waiting for confirms.
+    pipeline notices aiormq's blocked state and spools instead of waiting for confirms. Only the
+    pipeline reads that flag; the standard mode sees an alarm as confirm timeouts (the test above).
     """
-    producer = await start_producer(publish_timeout="2s")
+    producer = await start_producer(publish_timeout="2s", publish_mode=PublishMode.PIPELINE)
     channel = producer.ingest.publisher._channel
     assert channel is not None
-    connection = channel.connection
+    connection = (await channel.get_underlay_channel()).connection
     await connection._Connection__handle_connection_blocked(  # type: ignore[attr-defined]
         spec.Connection.Blocked(reason="low on memory")
     )

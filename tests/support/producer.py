@@ -8,12 +8,18 @@ from typing import Any
 
 import aio_pika
 import httpx
+import pytest
 
 from common.messages import decode_message
+from producer.confirms import PublishMode
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, Spawn
 from tests.support.services import Endpoints
 from tests.support.waiting import eventually
+
+both_publish_modes = pytest.mark.parametrize("publish_mode", list(PublishMode), ids=str)
+"""Run a test once per ``PUBLISH_MODE``: the tests that publish, confirm, nack, return, spool
+on a blocked or cut broker. The test takes ``publish_mode`` and hands it to the producer."""
 
 
 def producer_env(
@@ -49,12 +55,12 @@ def wait_broker_connected(process: ServiceProcess, port: int) -> None:
 
 
 def start_connected(
-    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path
+    spawn: Spawn, endpoints: Endpoints, queue_name: str, tmp_path: Path, **extra: str
 ) -> tuple[ServiceProcess, int]:
     """A producer on a free port, straight to the broker, once it reports the broker connected."""
     port = free_port()
     process = spawn(
-        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port)
+        "producer", producer_env(endpoints.amqp_uri, queue_name, tmp_path / "s.db", port, **extra)
     )
     wait_broker_connected(process, port)
     return process, port

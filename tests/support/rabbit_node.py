@@ -23,11 +23,17 @@ CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 
 
 class PrivateRabbitNode:
-    def __init__(self, base_dir: Path) -> None:
+    """``plugins``: e.g. ``("rabbitmq_management", "rabbitmq_prometheus")``; their HTTP ports are
+    picked free (:attr:`management_port`, :attr:`prometheus_port`) and bound to 127.0.0.1."""
+
+    def __init__(self, base_dir: Path, plugins: tuple[str, ...] = ()) -> None:
         self.name = f"lastseen_test_{uuid.uuid4().hex[:6]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
         self.base_dir = base_dir
+        self.plugins = plugins
+        self.management_port = free_port()
+        self.prometheus_port = free_port()
 
     @staticmethod
     def available() -> str | None:
@@ -44,6 +50,7 @@ class PrivateRabbitNode:
 
     def environment(self) -> dict[str, str]:
         """What the node's scripts read instead of the machine's settings."""
+        config = "rabbitmq.conf" if self.plugins else "none"
         return {
             "HOME": "/var/lib/rabbitmq",
             "RABBITMQ_NODENAME": self.name,
@@ -54,7 +61,7 @@ class PrivateRabbitNode:
             "RABBITMQ_LOG_BASE": f"{self.base_dir}/log",
             "RABBITMQ_ENABLED_PLUGINS_FILE": f"{self.base_dir}/enabled_plugins",
             "RABBITMQ_PID_FILE": f"{self.base_dir}/pid",
-            "RABBITMQ_CONFIG_FILE": f"{self.base_dir}/none",
+            "RABBITMQ_CONFIG_FILE": f"{self.base_dir}/{config}",
         }
 
     def _as_rabbitmq(self, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -77,7 +84,14 @@ class PrivateRabbitNode:
     def prepare(self) -> None:
         """Files the node needs before it starts, owned by the user it runs as."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+        if self.plugins:
+            (self.base_dir / "rabbitmq.conf").write_text(
+                f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+                f"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {self.prometheus_port}\n"
+                # fresher queue figures in the management API (default: every 5 s)
+                "collect_statistics_interval = 1000\n"
+            )
         shutil.chown(self.base_dir, "rabbitmq", "rabbitmq")
         for path in self.base_dir.rglob("*"):
             shutil.chown(path, "rabbitmq", "rabbitmq")

@@ -29,7 +29,7 @@ class ProcfileEntry:
 
 
 def procfile_entries(path: Path = PROCFILE) -> list[ProcfileEntry]:
-    """``name: [VAR=value ...] [exec] python -m module`` lines; ``${VAR}`` left for
+    """``name: [VAR=value ...] [exec] [nice -n N] python -m module`` lines; ``${VAR}`` left for
     :func:`expand`."""
     entries = []
     for line in path.read_text().splitlines():
@@ -43,6 +43,8 @@ def procfile_entries(path: Path = PROCFILE) -> list[ProcfileEntry]:
             env[key] = value
         if words[:1] == ["exec"]:
             words.pop(0)
+        if words[:2] == ["nice", "-n"]:  # a CPU priority: the suite's tests run without it
+            del words[:3]
         if words[:2] != ["python", "-m"] or len(words) != 3:
             raise ValueError(f"unexpected Procfile command for {name}: {command}")
         entries.append(ProcfileEntry(name.strip(), words[2], env))
@@ -67,6 +69,10 @@ class Suite:
         producer_port, tester_port = free_port(), free_port()
         env = {
             "CONSUMER_MAX_CONSUMERS": "500",
+            # the Procfile's metrics ports (run/local.env sets fixed ones)
+            "CONSUMER_1_METRICS_PORT": str(free_port()),
+            "CONSUMER_2_METRICS_PORT": str(free_port()),
+            "ROUTINE_METRICS_PORT": str(free_port()),
             "PRODUCER_PORT": str(producer_port),
             "TESTER_PORT": str(tester_port),
             "CALLBACK_ENDPOINT": f"http://127.0.0.1:{producer_port}",

@@ -1,17 +1,19 @@
 """Pure parts of the producer: parsing and validating callbacks, de-duplication, splitting,
-settings."""
+settings, and how broker answers are settled (without a broker)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pamqp import commands as spec
 from pydantic import ValidationError
 
-from common.messages import INT64_MAX, INT64_MIN
+from common.messages import INT64_MAX, INT64_MIN, OutgoingMessage
 from producer.callback import (
     CallbackRejected,
     is_json_content_type,
@@ -19,6 +21,7 @@ from producer.callback import (
     split_ids,
     unique_ids,
 )
+from producer.confirms import PublishMode, Unconfirmed, settle
 from producer.settings import ProducerSettings
 
 pytestmark = pytest.mark.unit
@@ -168,6 +171,7 @@ def test_settings_defaults_and_durations() -> None:
     assert settings.max_ids_per_callback == 10_000
     assert settings.publish_timeout == 0.5
     assert settings.ids_per_message >= 1
+    assert settings.publish_mode is PublishMode.PIPELINE  # the fast path stays the default
 
 
 @pytest.mark.parametrize(
@@ -178,6 +182,7 @@ def test_settings_defaults_and_durations() -> None:
         ("publish_timeout", "-1s"),
         ("publish_timeout", "soon"),
         ("max_ids_per_callback", 0),
+        ("publish_mode", "fast"),
     ],
 )
 def test_settings_refuse_nonsense(field: str, value: object) -> None:
@@ -194,3 +199,35 @@ def test_settings_refuse_nonsense(field: str, value: object) -> None:
 def test_every_setting_is_described() -> None:
     for name, field in ProducerSettings.model_fields.items():
         assert field.description, name
+
+
+async def test_settle_tells_each_kind_of_answer_apart() -> None:
+    """Both PUBLISH_MODEs report through settle(): what each broker answer means."""
+    loop = asyncio.get_running_loop()
+    messages = [OutgoingMessage(f"cb.{n}", b"{}") for n in range(5)]
+    acked, returned, nacked, closed, silent = answers = [loop.create_future() for _ in messages]
+    acked.set_result(spec.Basic.Ack(delivery_tag=1))
+    returned.set_result(object())  # a Basic.Return resolves to the returned message
+    nacked.set_exception(RuntimeError("nack"))
+    closed.cancel()
+
+    outcome = await settle(messages, answers, 0.01, "work")
+
+    assert outcome.messages == messages[1:]
+    assert outcome.queue_missing
+    assert outcome.reasons == {
+        "returned unroutable: no queue 'work'",
+        "RuntimeError('nack')",
+        "cancelled: channel closed",
+        "confirm timeout",
+    }
+    assert silent.cancelled()  # a message not written yet is then never sent
+
+
+async def test_settle_with_every_message_acked_or_none_at_all() -> None:
+    loop = asyncio.get_running_loop()
+    acked = loop.create_future()
+    acked.set_result(spec.Basic.Ack(delivery_tag=1))
+    confirmed = await settle([OutgoingMessage("cb.0", b"{}")], [acked], 1.0, "work")
+    assert confirmed == Unconfirmed([])
+    assert await settle([], [], 1.0, "work") == Unconfirmed([])

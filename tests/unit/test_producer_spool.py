@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 
 from common.messages import OutgoingMessage
 from producer.spool import Spool, SpoolUnavailable
-from tests.support.spool import fill_disk, on_spool_thread
+from tests.support.spool import fill_disk, rows_in_file
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -43,33 +43,37 @@ async def test_oldest_first_and_delete_only_what_was_confirmed(spool: Spool) -> 
 
 
 async def test_concurrent_appends_are_group_committed_in_arrival_order(spool: Spool) -> None:
-    transactions = 0
-    original = spool._append_sync
-
-    def counting(messages: list[OutgoingMessage]) -> None:
-        nonlocal transactions
-        transactions += 1
-        original(messages)
-
-    spool._append_sync = counting  # type: ignore[method-assign]
     await asyncio.gather(*(spool.append([message(n)]) for n in range(200)))
     assert [entry.message for entry in await spool.oldest(500)] == [message(n) for n in range(200)]
     assert spool.depth == 200
-    # The first append commits alone; the 199 that queued behind it share few transactions.
-    assert transactions < 20, transactions
+    # One transaction stamps all its rows with one spooled_at. The first append commits alone;
+    # the 199 that queued behind it share few transactions.
+    stamps = "SELECT count(DISTINCT spooled_at) FROM spooled_message"
+    transactions = rows_in_file(spool.path, stamps)
+    assert isinstance(transactions, int) and transactions < 20, transactions
 
 
-async def test_writes_run_off_the_event_loop_thread(spool: Spool) -> None:
-    threads: set[int] = set()
-    original = spool._append_sync
+async def test_a_slow_commit_does_not_stall_the_event_loop(spool: Spool) -> None:
+    """Another connection holds the write lock: the commit waits on the spool thread, not here."""
+    ticks = 0
 
-    def recording(messages: list[OutgoingMessage]) -> None:
-        threads.add(threading.get_ident())
-        original(messages)
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
 
-    spool._append_sync = recording  # type: ignore[method-assign]
-    await spool.append([message(1)])
-    assert threads and threading.get_ident() not in threads
+    with contextlib.closing(sqlite3.connect(spool.path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        appending = asyncio.create_task(spool.append([message(1)]))
+        ticker = asyncio.create_task(tick())
+        # On the loop thread, the append would hold the loop in SQLite's busy wait (10 s).
+        await eventually(lambda: ticks >= 20, timeout=2, what="the loop keeps running")
+        assert not appending.done() and spool.depth == 0
+        other.execute("COMMIT")
+        await asyncio.wait_for(appending, timeout=5)
+        ticker.cancel()
+    assert spool.depth == 1 == rows_in_file(spool.path)
 
 
 async def test_committed_messages_survive_reopening(tmp_path: Path) -> None:
@@ -98,7 +102,7 @@ async def test_a_full_disk_fails_the_append_and_marks_the_spool_unwritable(spool
     assert spool.depth == 1
     assert [entry.message for entry in await spool.oldest(10)] == [message(0)]
 
-    await on_spool_thread(spool, "PRAGMA max_page_count = 1000000")
+    await spool.limit_pages(None)
     await spool.append([message(1)])
     assert spool.writable and spool.depth == 2
 
@@ -115,15 +119,17 @@ async def test_an_unusable_path_is_refused_at_open(tmp_path: Path) -> None:
 
 
 async def test_depth_stays_exact_while_deletes_and_appends_interleave(spool: Spool) -> None:
-    await spool.append([message(n) for n in range(10)])
-    oldest = await spool.oldest(10)
-    # Hold the spool thread so that a commit of appends and then a delete queue up behind it.
-    holding = asyncio.create_task(spool._run(time.sleep, 0.1))
-    appends = [asyncio.create_task(spool.append([message(n)])) for n in range(10, 30)]
-    for _ in range(3):  # let the appends start their group commit
-        await asyncio.sleep(0)
-    assert spool._flusher is not None and not spool._flusher.done()
-    deleting = asyncio.create_task(spool.delete([entry.seq for entry in oldest[:5]]))
-    await asyncio.gather(holding, *appends, deleting)
-    [(count,)] = await on_spool_thread(spool, "SELECT count(*) FROM spooled_message")
-    assert spool.depth == count == 25
+    """Appends commit while deletes wait for the spool thread, and the other way round."""
+    await spool.append([message(n) for n in range(100)])
+    oldest = await spool.oldest(100)
+
+    async def appending() -> None:
+        for n in range(100, 200):
+            await spool.append([message(n)])
+
+    async def deleting() -> None:
+        for entry in oldest[:60]:
+            await spool.delete([entry.seq])
+
+    await asyncio.gather(appending(), deleting())
+    assert spool.depth == rows_in_file(spool.path) == 140

@@ -1,0 +1,247 @@
+"""``python -m bench``: every benchmark side by side in one run, written to docs/BENCHMARKS.md.
+
+    python -m bench                      # the full run (about 15 minutes), into docs/
+    python -m bench --smoke --output DIR # seconds long, for CI: the command works, end to end
+
+Sections, each a function of its own module (also runnable alone, see each module):
+1. acceptance (``bench.producer_bench``), 2. fan-out (``bench.consumer_bench``, saturate),
+3. pipeline overhead and the consumer's profile (``bench.consumer_bench`` through a real producer,
+``bench.commit_clock``, ``bench.profile_summary``), 4. CPU and memory (from every section),
+5. the routine at scale (``bench.routine_bench``), 6. overload (capacity, then 4x it).
+
+Run it alone on the machine if you can (``flock /tmp/lastseen-heavy.lock python -m bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from bench.broker import broker_status
+from bench.consumer_bench import Bench, ConsumerRun
+from bench.measure import ROOT, MachineInfo, load_average
+from bench.producer_bench import AcceptanceRun
+from bench.producer_bench import acceptance as run_acceptance
+from bench.profile_summary import summarise
+from bench.report import Results, write
+from bench.routine_bench import RoutineRun, routine_at_scale
+
+Say = Callable[[str, str], None]  # (section, what it does now) -> the progress display
+BENCH_ENV = ("BENCH_AMQP_URI", "BENCH_RABBITMQ_NODE", "BENCH_DATABASE_URL")
+CONSUMER_NICE = 10  # as in the Procfile: the endpoint wins over a saturated consumer
+
+
+@dataclass
+class Plan:
+    acceptance: AcceptanceRun
+    fanout: list[int]
+    fanout_run: ConsumerRun
+    pipeline: ConsumerRun
+    routine: RoutineRun
+    capacity: ConsumerRun
+    overload: ConsumerRun
+    overload_factor: float = 4.0
+    sections: list[str] = field(
+        default_factory=lambda: ["acceptance", "fanout", "pipeline", "routine", "overload"]
+    )
+
+
+def full_plan() -> Plan:
+    real: dict[str, Any] = {"delay_min": 0.3, "delay_max": 4.3}
+    return Plan(
+        acceptance=AcceptanceRun(duration=10, warmup=2, rate=500, fixed_duration=10),
+        fanout=[100, 400, 2000, 5000, 8000, 12000],  # 12,000: the overload's capacity
+        fanout_run=ConsumerRun(duration=20, warmup=6, **real),
+        pipeline=ConsumerRun(
+            max_consumers=12000,
+            rate=3000,
+            duration=60,
+            warmup=10,
+            via_producer=True,
+            consumer_nice=CONSUMER_NICE,
+            track_commits=True,
+            profile_seconds=20,
+            **real,
+        ),
+        routine=RoutineRun(stale_rows=1_000_000, rate=3000, baseline=20),
+        capacity=ConsumerRun(max_consumers=12000, duration=20, warmup=8, **real),
+        overload=ConsumerRun(
+            max_consumers=12000,
+            duration=60,
+            warmup=0,
+            via_producer=True,
+            consumer_nice=CONSUMER_NICE,
+            drain=True,
+            broker_status=broker_status,
+            **real,
+        ),
+    )
+
+
+def smoke_plan() -> Plan:
+    short: dict[str, Any] = {"delay_min": 0.02, "delay_max": 0.2}
+    return Plan(
+        # 4 connections: one message per id at 32 would outrun confirms and fill the spool.
+        acceptance=AcceptanceRun(duration=1, warmup=0, connections=4, rate=100, fixed_duration=1),
+        fanout=[100],
+        fanout_run=ConsumerRun(duration=1, warmup=0.5, **short),
+        pipeline=ConsumerRun(
+            max_consumers=400,
+            rate=600,
+            duration=1.5,
+            warmup=0.5,
+            via_producer=True,
+            consumer_nice=CONSUMER_NICE,
+            track_commits=True,
+            profile_seconds=1,
+            **short,
+        ),
+        routine=RoutineRun(stale_rows=20_000, rate=1000, baseline=0.5),
+        capacity=ConsumerRun(max_consumers=100, duration=1, warmup=0.5, **short),
+        overload=ConsumerRun(
+            max_consumers=100,
+            duration=1,
+            warmup=0,
+            via_producer=True,
+            consumer_nice=CONSUMER_NICE,
+            drain=True,
+            drain_timeout=20,
+            broker_status=broker_status,
+            **short,
+        ),
+    )
+
+
+async def run_plan(plan: Plan, results: Results, say: Callable[[str, str], None]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench_"))
+    try:
+        for section in plan.sections:
+            started = time.monotonic()
+            await SECTIONS[section](plan, results, say, workdir)
+            results.section_seconds[section] = time.monotonic() - started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def acceptance(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    results.acceptance_connections = plan.acceptance.connections
+    results.acceptance = await run_acceptance(
+        plan.acceptance, lambda text: say("1 acceptance", text)
+    )
+
+
+async def fanout(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    for max_consumers in plan.fanout:
+        run = replace(plan.fanout_run, max_consumers=max_consumers)
+        label = f"2 fan-out {max_consumers}"
+        results.fanout.append(await Bench(run, partial(say, label)).run())
+
+
+async def pipeline(plan: Plan, results: Results, say: Say, workdir: Path) -> None:
+    run = replace(plan.pipeline, profile_path=workdir / "consumer.pyspy.txt")
+    results.pipeline = await Bench(run, lambda t: say("3 pipeline", t)).run()
+    if results.pipeline.profile_path is not None:
+        results.profile = summarise(results.pipeline.profile_path.read_text())
+
+
+async def routine(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    results.routine = await routine_at_scale(plan.routine, lambda t: say("5 routine", t))
+
+
+async def overload(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    # One consumer's capacity: the fan-out point at the same MAX_CONSUMERS, or a run of its own.
+    same = [f for f in results.fanout if f.run.max_consumers == plan.capacity.max_consumers]
+    results.capacity = (
+        same[0] if same else await Bench(plan.capacity, lambda t: say("6 capacity", t)).run()
+    )
+    results.overload_factor = plan.overload_factor
+    results.broker_before = await asyncio.to_thread(broker_status)
+    results.overload = await Bench(
+        replace(plan.overload, rate=plan.overload_factor * results.capacity.rate),
+        lambda t: say("6 overload", t),
+    ).run()
+    results.broker_after = await asyncio.to_thread(broker_status)
+
+
+SECTIONS: dict[str, Callable[[Plan, Results, Say, Path], Awaitable[None]]] = {
+    "acceptance": acceptance,
+    "fanout": fanout,
+    "pipeline": pipeline,
+    "routine": routine,
+    "overload": overload,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds long, for CI")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs", help="where to write")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections: acceptance,fanout,pipeline,routine,overload",
+    )
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    plan = smoke_plan() if args.smoke else full_plan()
+    if args.only:
+        plan.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = sorted(set(plan.sections) - set(SECTIONS))
+        if unknown:
+            parser.error(
+                f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}"
+            )
+    if shutil.which("wrk"):
+        plan.acceptance.wrk = shutil.which("wrk")
+    settings = [f"{name}={os.environ[name]}" for name in BENCH_ENV if os.environ.get(name)]
+    words = [*settings, "python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]
+    results = Results(MachineInfo.now(), shlex.join(words), args.smoke)
+    results.broker_before = broker_status()
+    started = time.monotonic()
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[section]:<18}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=len(plan.sections), section="")
+        seen: list[str] = []
+
+        def say(section: str, text: str) -> None:
+            head = section.split()[0]
+            if head not in seen:
+                seen.append(head)
+                progress.update(task, completed=len(seen) - 1)
+            progress.update(task, description=text, section=section)
+
+        asyncio.run(run_plan(plan, results, say))
+        progress.update(task, completed=len(plan.sections), description="writing the report")
+    results.elapsed_s = time.monotonic() - started
+    results.load_after = load_average()
+    path = write(results, args.output)
+    console.print(f"wrote {path} and {path.parent / 'benchmarks'}/*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

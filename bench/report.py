@@ -1,0 +1,758 @@
+"""``docs/BENCHMARKS.md`` and its plots, from the figures of one ``python -m bench`` run."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from bench.consumer_bench import ConsumerFigures
+from bench.measure import ADMIN_DSN, AMQP_URI, MachineInfo, percentile
+from bench.producer_bench import Figures, Target
+from bench.profile_summary import ProfileSummary
+from bench.routine_bench import RoutineFigures
+
+PLOTS = "benchmarks"  # folder next to BENCHMARKS.md
+DPI = 80
+
+# The issue's targets (2-core machine, everything on it).
+CONSUMER_MS_PER_ID = 0.075
+PRODUCER_VS_BARE = 0.6
+PRODUCER_P99_MS = 25.0
+OVERHEAD_P99_MS = 250.0
+ROUTINE_RATIO = 2.0
+OVERLOAD_RSS_MB = 200.0
+DRAIN_VS_CAPACITY = 0.9
+
+
+@dataclass
+class Results:
+    machine: MachineInfo
+    command: str
+    smoke: bool
+    load_after: str = ""
+    elapsed_s: float = 0.0
+    acceptance: list[tuple[Target, Figures]] = field(default_factory=list)
+    acceptance_connections: int = 32
+    fanout: list[ConsumerFigures] = field(default_factory=list)
+    pipeline: ConsumerFigures | None = None
+    profile: ProfileSummary | None = None
+    routine: RoutineFigures | None = None
+    capacity: ConsumerFigures | None = None
+    overload: ConsumerFigures | None = None
+    overload_factor: float = 4.0
+    broker_before: dict[str, object] = field(default_factory=dict)
+    broker_after: dict[str, object] = field(default_factory=dict)
+    section_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def ms(value: float) -> str:
+    return "–" if math.isnan(value) else f"{1000 * value:,.1f}"
+
+
+def num(value: float, digits: int = 0) -> str:
+    return "–" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def plot_acceptance(results: Results, path: Path) -> None:
+    names = [t.name.replace("producer (", "producer\n(") for t, _ in results.acceptance]
+    figures = [f for _, f in results.acceptance]
+    figure, (rate_axis, latency_axis) = plt.subplots(1, 2, figsize=(8, 3.2))
+    bars = rate_axis.bar(names, [f.rate for f in figures], color=["#999", "#3a7", "#c63"])
+    rate_axis.bar_label(bars, labels=[f"{f.rate:,.0f}" for f in figures], fontsize=8)
+    rate_axis.set_ylabel("callbacks/s (200 ids)")
+    rate_axis.set_title("saturation", fontsize=9)
+    x = range(len(figures))
+    latency_axis.bar([i - 0.2 for i in x], [f.fixed_p50_ms for f in figures], 0.4, label="p50")
+    latency_axis.bar([i + 0.2 for i in x], [f.fixed_p99_ms for f in figures], 0.4, label="p99")
+    latency_axis.set_xticks(list(x), names)
+    latency_axis.set_yscale("log")
+    latency_axis.set_ylabel("ms")
+    latency_axis.set_title("latency at a fixed rate (open loop)", fontsize=9)
+    latency_axis.legend(fontsize=8)
+    for axis in (rate_axis, latency_axis):
+        axis.tick_params(labelsize=7)
+    _save(figure, path)
+
+
+def plot_fanout(results: Results, path: Path) -> None:
+    points = results.fanout
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    xs = [f.run.max_consumers for f in points]
+    axis.plot(
+        xs, [f.run.ceiling for f in points], "--", color="#999", label="Little's law N / 2.3 s"
+    )
+    axis.plot(xs, [f.rate for f in points], "o-", color="#3a7", label="one consumer, measured")
+    for f in points:
+        axis.annotate(
+            f"{f.rate:,.0f}",
+            (f.run.max_consumers, f.rate),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, -10),
+        )
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("MAX_CONSUMERS (status requests in flight)")
+    axis.set_ylabel("ids/s")
+    axis.legend(fontsize=8)
+    axis.grid(True, which="both", alpha=0.3)
+    _save(figure, path)
+
+
+def plot_cdf(values: list[float], lower: list[float], path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for data, label, style in ((values, "upper bound (used)", "-"), (lower, "lower bound", ":")):
+        ordered = sorted(1000 * v for v in data)
+        if ordered:
+            axis.plot(
+                ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], style, label=label
+            )
+    axis.axvline(
+        OVERHEAD_P99_MS, color="#c63", alpha=0.5, label=f"target p99 {OVERHEAD_P99_MS:.0f} ms"
+    )
+    axis.axhline(0.99, color="#999", alpha=0.4, lw=0.8)
+    axis.set_xlabel("ms")
+    axis.set_ylabel("fraction of stored rows")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    axis.grid(True, alpha=0.3)
+    _save(figure, path)
+
+
+def plot_routine(figures: RoutineFigures, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.plot(
+        [t for t, _ in figures.timeline],
+        [1000 * v for _, v in figures.timeline],
+        ".",
+        ms=2,
+        color="#3a7",
+    )
+    axis.axvspan(
+        figures.routine_started,
+        figures.routine_done,
+        color="#c63",
+        alpha=0.15,
+        label=f"routine deleting {figures.run.stale_rows:,} rows",
+    )
+    axis.set_xlabel("s")
+    axis.set_ylabel("upsert latency, ms")
+    axis.set_yscale("log")
+    axis.legend(fontsize=8)
+    _save(figure, path)
+
+
+def plot_overload(figures: ConsumerFigures, path: Path) -> None:
+    figure, (rate_axis, memory_axis) = plt.subplots(2, 1, figsize=(6, 4.2), sharex=True)
+    timeline = [p for p in figures.timeline if not math.isnan(p[1])]
+    rate_axis.plot(
+        [t for t, _, _ in timeline], [r for _, r, _ in timeline], color="#3a7", label="ids/s served"
+    )
+    rate_axis.axhline(figures.run.rate, color="#c63", ls="--", label="ids/s offered")
+    rate_axis.set_ylabel("ids/s")
+    depth_axis = rate_axis.twinx()
+    depth_axis.plot(
+        [t for t, _, _ in figures.timeline],
+        [d for _, _, d in figures.timeline],
+        color="#999",
+        label="backlog (messages)",
+    )
+    depth_axis.set_ylabel("messages", fontsize=8)
+    rate_axis.legend(fontsize=7, loc="upper left")
+    depth_axis.legend(fontsize=7, loc="upper right")
+    memory_axis.plot(
+        [t for t, _ in figures.rss_samples], [m for _, m in figures.rss_samples], color="#37a"
+    )
+    memory_axis.axhline(OVERLOAD_RSS_MB, color="#c63", ls="--", alpha=0.6)
+    memory_axis.set_ylabel("consumer RSS, MB")
+    memory_axis.set_xlabel("s since the measured window began (the offer stops at its end)")
+    _save(figure, path)
+
+
+def write(results: Results, output: Path) -> Path:
+    """Write BENCHMARKS.md and its PNGs into ``output``; return the markdown's path."""
+    plots = output / PLOTS
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = _header(results)
+    lines += _targets(results)
+    if results.acceptance:
+        plot_acceptance(results, plots / "acceptance.png")
+        lines += _acceptance(results)
+    if results.fanout:
+        plot_fanout(results, plots / "fanout.png")
+        lines += _fanout(results)
+    if results.pipeline is not None:
+        plot_cdf(
+            results.pipeline.overhead,
+            results.pipeline.overhead_lower,
+            plots / "pipeline_overhead.png",
+            f"pipeline overhead per stored row at {results.pipeline.run.rate:,.0f} ids/s",
+        )
+        lines += _pipeline(results)
+    lines += _costs(results)
+    if results.profile is not None:
+        lines += _profile(results)
+    if results.routine is not None:
+        plot_routine(results.routine, plots / "routine.png")
+        lines += _routine(results)
+    if results.overload is not None:
+        plot_overload(results.overload, plots / "overload.png")
+        lines += _overload(results)
+    notes = plots / "NOTES.md"
+    if notes.exists():  # hand-written reading of a run, kept across runs (it carries its date)
+        lines += ["## Reading the run (hand-written: benchmarks/NOTES.md)", "", notes.read_text()]
+    path = output / "BENCHMARKS.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _header(results: Results) -> list[str]:
+    m = results.machine
+    versions = ", ".join(f"{name} {version}" for name, version in m.versions.items())
+    smoke = (
+        "\n> **Smoke run** (seconds long, short delays): checks that the command works; its "
+        "figures mean nothing.\n"
+        if results.smoke
+        else ""
+    )
+    return [
+        "# Benchmarks",
+        "",
+        "Written by `python -m bench` — every figure and plot below comes from this one run.",
+        smoke,
+        f"- command: `{results.command}`",
+        f"- date: {m.date}; commit `{m.commit}`; the run took {results.elapsed_s / 60:.1f} min ("
+        + ", ".join(f"{name} {s:.0f} s" for name, s in results.section_seconds.items())
+        + ")",
+        f"- machine: {m.cores} cores ({m.cpu}), {m.memory_gb:.1f} GB memory; load average "
+        f"(1/5/15 min) {m.load_before} before, {results.load_after} after",
+        f"- versions: {versions}; broker RabbitMQ {results.broker_before.get('version', '?')} "
+        f"(`{urlsplit(AMQP_URI).netloc.rsplit('@', 1)[-1]}`), PostgreSQL "
+        f"`{urlsplit(ADMIN_DSN).netloc.rsplit('@', 1)[-1]}`",
+        *(
+            [
+                f"- the broker is a RabbitMQ node of the benchmark's own (`{node}`, default "
+                "limits, same installation as the shared one), so other sessions' queues and "
+                "fault tests on the shared node neither disturb nor are disturbed by the run"
+            ]
+            if (node := os.environ.get("BENCH_RABBITMQ_NODE"))
+            else []
+        ),
+        "- everything on this one machine: RabbitMQ, PostgreSQL, the services, the stand-in "
+        "status API and the load generators. **The machine was shared** with other work "
+        "(other sessions' tests and loads), so absolute rates and latencies are noisy; CPU per "
+        "id, peak memory and the ratios are the robust figures.",
+        "",
+    ]
+
+
+def _targets(results: Results) -> list[str]:
+    rows = []
+    if results.pipeline is not None:
+        cost = results.pipeline.costs["consumer"].cpu_ms_per_id
+        rows.append(
+            (
+                f"consumer CPU per id at {results.pipeline.run.rate:,.0f} ids/s",
+                f"≤ {CONSUMER_MS_PER_ID} ms",
+                f"{cost:.3f} ms",
+                verdict(cost <= CONSUMER_MS_PER_ID),
+            )
+        )
+        p99 = 1000 * percentile(results.pipeline.overhead, 0.99)
+        rows.append(
+            (
+                "pipeline overhead p99",
+                f"≤ {OVERHEAD_P99_MS:.0f} ms",
+                f"{p99:.0f} ms",
+                verdict(p99 <= OVERHEAD_P99_MS),
+            )
+        )
+    if len(results.acceptance) >= 2:
+        bare, producer = results.acceptance[0][1], results.acceptance[1][1]
+        ratio = producer.rate / bare.rate
+        rows.append(
+            (
+                "producer rate vs bare FastAPI",
+                f"≥ {PRODUCER_VS_BARE}",
+                f"{ratio:.2f}",
+                verdict(ratio >= PRODUCER_VS_BARE),
+            )
+        )
+        rows.append(
+            (
+                f"producer p99 at {producer.fixed_rate:,.0f} callbacks/s",
+                f"≤ {PRODUCER_P99_MS:.0f} ms",
+                f"{producer.fixed_p99_ms:.1f} ms",
+                verdict(producer.fixed_p99_ms <= PRODUCER_P99_MS),
+            )
+        )
+    if results.routine is not None:
+        ratio = results.routine.ratio
+        rows.append(
+            (
+                "upsert p99 during the million-row delete vs without",
+                f"≤ {ROUTINE_RATIO:.0f}×",
+                f"{ratio:.2f}×",
+                verdict(ratio <= ROUTINE_RATIO),
+            )
+        )
+    if results.overload is not None:
+        o = results.overload
+        rows.append(_overload_verdict(results, o))
+    return ["## Targets (issue 14)", "", *table(("target", "goal", "measured", ""), rows), ""]
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _overload_checks(results: Results, o: ConsumerFigures) -> dict[str, bool]:
+    peak = max((m for _, m in o.rss_samples), default=float("nan"))
+    capacity = results.capacity.rate if results.capacity else float("nan")
+    alarms = [
+        s.get("alarms")
+        for s in (results.broker_before, *o.broker_samples, results.broker_after)
+        if s.get("alarms")
+    ]
+    return {
+        "0 callbacks missed": o.callbacks_failed == 0,
+        f"consumer RSS ≤ {OVERLOAD_RSS_MB:.0f} MB": peak <= OVERLOAD_RSS_MB,
+        "no broker alarm, publishers never blocked": not alarms
+        and o.producer_states <= {"connected"},
+        f"drain ≥ {DRAIN_VS_CAPACITY:.0%} of capacity": o.drain_rate
+        >= DRAIN_VS_CAPACITY * capacity,
+    }
+
+
+def _overload_verdict(results: Results, o: ConsumerFigures) -> tuple[str, str, str, str]:
+    checks = _overload_checks(results, o)
+    failed = [name for name, ok in checks.items() if not ok]
+    return (
+        f"overload ({results.overload_factor:g}× one consumer, {o.window:.0f} s) stays graceful",
+        "; ".join(checks),
+        "all hold" if not failed else "failed: " + "; ".join(failed),
+        verdict(not failed),
+    )
+
+
+def _acceptance(results: Results) -> list[str]:
+    bare = results.acceptance[0][1].rate
+    generator = results.acceptance[0][1].generator
+    rows = [
+        (
+            t.name,
+            f"{f.rate:,.0f}",
+            f"{f.rate / bare:.2f}",
+            f"{f.p50_ms:.1f} / {f.p99_ms:.1f}",
+            f"{f.fixed_rate:,.0f}",
+            f"{f.fixed_p50_ms:.1f} / {f.fixed_p99_ms:.1f} / {f.fixed_max_ms:.0f}",
+            str(f.fixed_failed),
+            f.durable_check,
+        )
+        for t, f in results.acceptance
+    ]
+    return [
+        "## 1. Acceptance: 200-id callbacks",
+        "",
+        f"Saturation with {generator} ({results.acceptance_connections} keep-alive connections, "
+        "64 bodies of 200 distinct random ids); latency from an open-loop generator at a fixed "
+        "rate (request *i* due at start + i/rate, latency counted from then: no coordinated "
+        "omission). The producer's answers are durable (publisher confirms); the count of "
+        "messages in its queue is checked after each run.",
+        "",
+        *table(
+            (
+                "target",
+                "callbacks/s",
+                "vs bare",
+                "p50 / p99 ms",
+                "fixed rate /s",
+                "p50 / p99 / max ms",
+                "failed",
+                "durable",
+            ),
+            rows,
+        ),
+        "",
+        f"![acceptance]({PLOTS}/acceptance.png)",
+        "",
+    ]
+
+
+def _fanout(results: Results) -> list[str]:
+    rows = [
+        (
+            f"{f.run.max_consumers:,}",
+            f"{f.rate:,.0f}",
+            f"{f.run.ceiling:,.0f}",
+            f"{100 * f.rate / f.run.ceiling:.0f} %",
+            f"{f.peak_in_flight:,}",
+            f"{f.costs['consumer'].cpu_ms_per_id:.3f}",
+            f"{f.costs['consumer'].peak_rss_mb:.0f}",
+        )
+        for f in results.fanout
+    ]
+    run = results.fanout[0].run
+    return [
+        "## 2. Fan-out: one consumer against Little's law",
+        "",
+        f"One `python -m consumer`, a backlog larger than the run queued first, the status API "
+        f"answering after {run.delay_min}–{run.delay_max} s (uniform, mean "
+        f"{(run.delay_min + run.delay_max) / 2:.1f} s); ids/s is the status API's count over "
+        f"{run.duration:.0f} s after a {run.warmup:.0f} s warm-up. The ceiling is "
+        "MAX_CONSUMERS / mean delay.",
+        "",
+        *table(
+            (
+                "MAX_CONSUMERS",
+                "ids/s",
+                "ceiling",
+                "of ceiling",
+                "peak in flight",
+                "CPU ms/id",
+                "peak RSS MB",
+            ),
+            rows,
+        ),
+        "",
+        f"![fan-out]({PLOTS}/fanout.png)",
+        "",
+    ]
+
+
+def _pipeline(results: Results) -> list[str]:
+    p = results.pipeline
+    assert p is not None
+    o, lo = p.overhead, p.overhead_lower
+    return [
+        f"## 3. Pipeline overhead per stored row at {p.run.rate:,.0f} ids/s",
+        "",
+        f"Callbacks of 200 new ids sent to `python -m producer` open loop ({p.run.rate / 200:g}/s),"
+        f" one consumer (`MAX_CONSUMERS={p.run.max_consumers}`), the stand-in status API. For "
+        "each online id stored from a callback sent in the "
+        f"{p.window:.0f} s window: **(commit time − callback sent) − that id's status delay** — "
+        "queueing, HTTP, batching and the commit; what the suite adds to the status API's own "
+        "wait.",
+        "",
+        "How the commit time is known, without a trigger and without reconfiguring the server "
+        "(`track_commit_timestamp` is off): `bench/commit_clock.py` takes "
+        "`pg_current_snapshot()` every 5 ms on a connection and thread of its own; a row's "
+        "`xmin` (its inserting transaction, one per consumer batch) committed after the last "
+        "snapshot that showed it in progress was sent and before the first that showed it "
+        "finished was answered. The upper end is used (conservative); the lower end gives the "
+        "lower bound. The status delay is a hash of the id (`status_delay`), so it is known "
+        'exactly per row. "Callback sent" is when the load generator sent it, at most a '
+        "fraction of a millisecond before the producer stamps `received_at`.",
+        "",
+        *table(
+            ("", "p50 ms", "p99 ms", "max ms", "rows"),
+            [
+                (
+                    "overhead (upper bound)",
+                    ms(percentile(o, 0.5)),
+                    ms(percentile(o, 0.99)),
+                    ms(max(o, default=float("nan"))),
+                    f"{len(o):,}",
+                ),
+                (
+                    "overhead (lower bound)",
+                    ms(percentile(lo, 0.5)),
+                    ms(percentile(lo, 0.99)),
+                    ms(max(lo, default=float("nan"))),
+                    f"{len(lo):,}",
+                ),
+                (
+                    "… of which up to the answer (delivery, waiting for a slot, HTTP)",
+                    ms(percentile(p.to_answer, 0.5)),
+                    ms(percentile(p.to_answer, 0.99)),
+                    ms(max(p.to_answer, default=float("nan"))),
+                    "",
+                ),
+                (
+                    "… of which after it (batching, the commit)",
+                    ms(percentile(p.to_commit, 0.5)),
+                    ms(percentile(p.to_commit, 0.99)),
+                    ms(max(p.to_commit, default=float("nan"))),
+                    "",
+                ),
+                (
+                    "commit-time bracket width",
+                    ms(percentile(p.commit_uncertainty, 0.5)),
+                    ms(percentile(p.commit_uncertainty, 0.99)),
+                    ms(max(p.commit_uncertainty, default=float("nan"))),
+                    "",
+                ),
+                (
+                    "freshness: answered − sent",
+                    ms(percentile(p.freshness, 0.5)),
+                    ms(percentile(p.freshness, 0.99)),
+                    ms(max(p.freshness, default=float("nan"))),
+                    f"{len(p.freshness):,}",
+                ),
+            ],
+        ),
+        "",
+        f"Served {p.rate:,.0f} ids/s of {p.run.rate:,.0f} offered; largest backlog "
+        f"{p.max_backlog} messages; callbacks: {p.callbacks_sent:,} sent, "
+        f"{p.callbacks_failed} missed, p99 {ms(percentile(p.callback_latency, 0.99))} ms.",
+        "",
+        f"![pipeline overhead CDF]({PLOTS}/pipeline_overhead.png)",
+        "",
+    ]
+
+
+def _cost_rows(label: str, figures: ConsumerFigures) -> list[tuple[str, ...]]:
+    return [
+        (
+            label,
+            name,
+            f"{cost.cpu_ms_per_id:.3f}",
+            f"{cost.cpu_seconds:.1f} ({cost.cpu_seconds / figures.window:.0%} of a core)",
+            num(cost.peak_rss_mb),
+        )
+        for name, cost in figures.costs.items()
+    ]
+
+
+def _costs(results: Results) -> list[str]:
+    rows: list[tuple[str, ...]] = []
+    if results.pipeline is not None:
+        rows += _cost_rows(f"pipeline, {results.pipeline.run.rate:,.0f} ids/s", results.pipeline)
+    if results.overload is not None:
+        rows += _cost_rows(
+            f"overload, {results.overload.run.rate:,.0f} ids/s offered", results.overload
+        )
+    if results.fanout:
+        last = results.fanout[-1]
+        rows += [
+            row
+            for row in _cost_rows(f"fan-out, MAX_CONSUMERS={last.run.max_consumers:,}", last)
+            if row[1] == "consumer"
+        ]
+    for target, f in results.acceptance:
+        rows.append(
+            (
+                f"acceptance, {f.fixed_rate:,.0f} callbacks/s",
+                target.name,
+                f"{f.cpu_ms_per_callback / 200:.4f} ({f.cpu_ms_per_callback:.2f} per callback)",
+                "",
+                num(f.peak_rss_mb),
+            )
+        )
+    if results.routine is not None:
+        r = results.routine
+        rows.append(
+            (
+                f"routine, {r.run.stale_rows:,} rows deleted",
+                "routine",
+                f"{1000 * r.routine_cpu_seconds / r.run.stale_rows:.4f} per row",
+                f"{r.routine_cpu_seconds:.1f}",
+                num(r.routine_peak_rss_mb),
+            )
+        )
+    return [
+        "## 4. CPU per id and peak memory of each service",
+        "",
+        "CPU is user + system time from `/proc/<pid>/stat` over each measured window, divided by "
+        "the ids the status API answered in it (under overload fewer are answered than offered: "
+        'read the share of a core there); peak memory is `VmHWM`. "load generator" is the '
+        "benchmark process itself (callback sender, stats polling, the commit clock). The status "
+        "API is the stand-in; the broker and the database are shared with other work and not "
+        "counted.",
+        "",
+        *table(("load", "process", "CPU ms per id", "CPU s", "peak RSS MB"), rows),
+        "",
+    ]
+
+
+def _profile(results: Results) -> list[str]:
+    profile = results.profile
+    p = results.pipeline
+    assert profile is not None and p is not None
+    sampled_s = profile.samples / 200
+    return [
+        "## Where the consumer's time goes",
+        "",
+        f"`py-spy record --native --rate 200` on the consumer for {p.run.profile_seconds:.0f} s "
+        f"while the {p.run.rate:,.0f} ids/s load went on (after the measured window: sampling "
+        f"pauses the process briefly). {profile.samples:,} busy samples (≈ {sampled_s:.1f} s at "
+        f"200 Hz; the consumer used {p.profile_cpu_seconds:.1f} s of CPU meanwhile) and "
+        f"{profile.idle_samples:,} idle ones (waiting in `epoll_wait`) left out. Each sample is "
+        "charged to the innermost frame that belongs to a known layer "
+        "(`bench/profile_summary.py`); interpreter internals go to the layer that called them.",
+        "",
+        *table(
+            ("layer", "share of CPU"),
+            [(name, f"{profile.share(count):.1f} %") for name, count in profile.layers],
+        ),
+        "",
+        "Top of the stack (self time):",
+        "",
+        *table(
+            ("frame", "share"),
+            [(f"`{name}`", f"{profile.share(count):.1f} %") for name, count in profile.self_top],
+        ),
+        "",
+        "Our functions, inclusive (time with the function on the stack):",
+        "",
+        *table(
+            ("function", "share"),
+            [
+                (f"`{name}`", f"{profile.share(count):.1f} %")
+                for name, count in profile.consumer_inclusive
+            ],
+        ),
+        "",
+    ]
+
+
+def _routine(results: Results) -> list[str]:
+    r = results.routine
+    assert r is not None
+    rows = [
+        (
+            name,
+            ms(percentile(values, 0.5)),
+            ms(percentile(values, 0.99)),
+            ms(max(values, default=float("nan"))),
+            f"{len(values):,}",
+        )
+        for name, values in (("without the delete", r.baseline), ("during the delete", r.during))
+    ]
+    return [
+        "## 5. The routine at scale",
+        "",
+        f"{r.run.stale_rows:,} rows last seen a day ago (inserted in {r.fill_seconds:.1f} s), "
+        f"then upserts of new rows at {r.run.rate:,.0f} rows/s as the consumer's batch writer "
+        "sends them (one `unnest` upsert every 50 ms, open loop, latency from each batch's due "
+        f"time); after {r.run.baseline:.0f} s, `python -m routine` (batches of "
+        f"{r.run.batch_size:,}) deletes the stale rows: **{r.delete_seconds:.1f} s**, "
+        f"{r.routine_cpu_seconds:.1f} s of the routine's CPU. Upsert p99 during / without: "
+        f"**{r.ratio:.2f}×**.",
+        "",
+        *table(("upserts", "p50 ms", "p99 ms", "max ms", "batches"), rows),
+        "",
+        f"![routine]({PLOTS}/routine.png)",
+        "",
+    ]
+
+
+def _overload(results: Results) -> list[str]:
+    o = results.overload
+    assert o is not None
+    capacity = results.capacity
+    peak_rss = max((m for _, m in o.rss_samples), default=float("nan"))
+    limit = results.broker_before.get("limit_bytes")
+    watermark = results.broker_before.get("watermark")
+    limit_text = (
+        f"{int(limit) / 2**30:.1f} GiB (`vm_memory_high_watermark` {watermark}, RabbitMQ "
+        f"{results.broker_before.get('version')}'s default)"
+        if isinstance(limit, int)
+        else f"unknown ({results.broker_before.get('error', '')})"
+    )
+    broker_rss = [
+        s.get("rss_bytes") for s in (results.broker_before, *o.broker_samples, results.broker_after)
+    ]
+    broker_peak = max((b for b in broker_rss if isinstance(b, int)), default=0) / 2**20
+    alarms = sorted(
+        {
+            str(a)
+            for s in (results.broker_before, *o.broker_samples, results.broker_after)
+            for a in _as_list(s.get("alarms"))
+        }
+    )
+    capacity_text = (
+        f"{capacity.rate:,.0f} ids/s (saturated, `MAX_CONSUMERS={capacity.run.max_consumers}`, "
+        f"{capacity.window:.0f} s)"
+        if capacity
+        else "–"
+    )
+    checks = _overload_checks(results, o)
+    return [
+        "## 6. Overload",
+        "",
+        f"One consumer's capacity on this machine: {capacity_text}. Offered "
+        f"{results.overload_factor:g}× that — **{o.run.rate:,.0f} ids/s** as 200-id callbacks to "
+        f"`python -m producer` for {o.window:.0f} s, at the real delays, the consumer at "
+        f"`nice -n {o.run.consumer_nice}` (the knob `scripts/run` and compose use, see the "
+        "README), the tester's 1 s client timeout: a slower answer counts as missed.",
+        "",
+        *table(
+            ("", "measured"),
+            [
+                (
+                    "callbacks sent / missed (non-2xx or > 1 s) / answered from the spool",
+                    f"{o.callbacks_sent:,} / **{o.callbacks_failed}** / {o.callbacks_spooled}",
+                ),
+                (
+                    "callback latency p50 / p99 / max",
+                    f"{ms(percentile(o.callback_latency, 0.5))} / "
+                    f"{ms(percentile(o.callback_latency, 0.99))} / "
+                    f"{ms(max(o.callback_latency, default=float('nan')))} ms",
+                ),
+                (
+                    "served during the offer",
+                    f"**{o.rate:,.0f} ids/s** ("
+                    + (f"{o.rate / capacity.rate:.0%} of capacity)" if capacity else "?)"),
+                ),
+                ("largest backlog", f"{o.max_backlog:,} messages"),
+                (
+                    "consumer RSS, peak sampled / VmHWM",
+                    f"**{peak_rss:.0f}** / {o.costs['consumer'].peak_rss_mb:.0f} MB",
+                ),
+                ("producer's broker state seen on /ready", ", ".join(sorted(o.producer_states))),
+                (
+                    "broker alarms (rabbitmqctl status, before, every 15 s, after)",
+                    ", ".join(alarms) or "none",
+                ),
+                (
+                    "broker memory limit / broker RSS peak sampled",
+                    f"{limit_text} / {broker_peak:,.0f} MiB",
+                ),
+                (
+                    "backlog after the offer, drain time, drain rate",
+                    f"{o.drain_backlog_ids:,} ids, **{o.drain_seconds:.1f} s**, "
+                    f"{o.drain_rate:,.0f} ids/s",
+                ),
+                (
+                    "status API CPU / load generator CPU (of 2 cores, over the window)",
+                    f"{o.costs['status API'].cpu_seconds / o.window:.0%} / "
+                    f"{o.costs['load generator'].cpu_seconds / o.window:.0%} of one core",
+                ),
+                (
+                    "checks",
+                    "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()),
+                ),
+            ],
+        ),
+        "",
+        f"![overload]({PLOTS}/overload.png)",
+        "",
+    ]

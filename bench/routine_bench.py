@@ -1,0 +1,212 @@
+"""The routine at scale: delete a million stale rows while the consumer's upserts go on.
+
+In a database of its own: ``--stale-rows`` rows seen a day ago; an upserter that writes
+``--rate`` new rows/s the way the consumer's batch writer does (one ``unnest`` upsert of
+``rate x 50 ms`` rows every 50 ms, through :func:`common.db.upsert_last_seen`), open loop: batch
+*i* is due at ``start + i x 50 ms`` and its latency counts from then, so a stall is not hidden.
+First ``--baseline`` seconds of upserts alone; then ``python -m routine`` (``OBJECT_TTL=1h``, so
+only the stale rows qualify; ``ROUTINE_INTERVAL=1s``) until no stale row is left. Upsert p50/p99
+during the delete against the baseline.
+
+    python -m bench.routine_bench [--stale-rows 1000000] [--rate 3000] [--baseline 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from bench.measure import (
+    ADMIN_DSN,
+    ROOT,
+    CpuMeter,
+    database_dsn,
+    machine,
+    percentile,
+    postgres_env,
+    vm_hwm_mb,
+)
+from common.db import migrate, upsert_last_seen
+
+BATCH_INTERVAL = 0.05  # the consumer's BATCH_MAX_DELAY default
+FRESH_IDS = 10_000_000_000  # above every stale id
+
+
+@dataclass
+class RoutineRun:
+    stale_rows: int = 1_000_000
+    rate: float = 3000.0  # upserted rows/s
+    baseline: float = 20.0  # seconds of upserts before the routine starts
+    batch_size: int = 5000  # ROUTINE_BATCH_SIZE (the routine's default)
+    delete_timeout: float = 600.0
+
+
+@dataclass
+class RoutineFigures:
+    run: RoutineRun
+    fill_seconds: float = 0.0
+    baseline: list[float] = field(default_factory=list)  # upsert latency, s
+    during: list[float] = field(default_factory=list)
+    delete_seconds: float = float("nan")
+    routine_cpu_seconds: float = float("nan")
+    routine_peak_rss_mb: float = float("nan")
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (t since start, latency)
+    routine_started: float = 0.0  # t since start
+    routine_done: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return percentile(self.during, 0.99) / percentile(self.baseline, 0.99)
+
+
+class Upserter:
+    def __init__(self, pool: asyncpg.Pool, rate: float) -> None:
+        self.pool = pool
+        self.per_batch = max(1, round(rate * BATCH_INTERVAL))
+        self.next_id = FRESH_IDS
+        self.results: list[tuple[float, float]] = []  # (due, latency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.perf_counter()
+        i = 0
+        while not stop.is_set():
+            due = start + i * BATCH_INTERVAL
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ids = range(self.next_id, self.next_id + self.per_batch)
+            self.next_id += self.per_batch
+            task = asyncio.create_task(self.one(due, ids))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def one(self, due: float, ids: range) -> None:
+        now = datetime.now(UTC)
+        await upsert_last_seen(self.pool, dict.fromkeys(ids, now))
+        self.results.append((due, time.perf_counter() - due))
+
+
+async def routine_at_scale(
+    run: RoutineRun, progress: Callable[[str], None] | None = None
+) -> RoutineFigures:
+    say = progress or (lambda _text: None)
+    figures = RoutineFigures(run)
+    database = f"bench_routine_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = database_dsn(database)
+    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=8)
+    routine: subprocess.Popen[bytes] | None = None
+    try:
+        await migrate(pool)
+        say(f"inserting {run.stale_rows:,} stale rows")
+        started = time.perf_counter()
+        await pool.execute(
+            "INSERT INTO object (id, last_seen) "
+            "SELECT g, now() - interval '1 day' FROM generate_series(1, $1::bigint) g",
+            run.stale_rows,
+        )
+        await pool.execute("ANALYZE object")
+        figures.fill_seconds = time.perf_counter() - started
+
+        upserter = Upserter(pool, run.rate)
+        stop = asyncio.Event()
+        t_0 = time.perf_counter()
+        upserts = asyncio.create_task(upserter.run(stop))
+        say(f"baseline: {run.rate:,.0f} upserts/s for {run.baseline:.0f} s")
+        await asyncio.sleep(run.baseline)
+        figures.routine_started = time.perf_counter() - t_0
+        with tempfile.TemporaryDirectory(prefix="bench_routine_") as tmp:
+            log = (Path(tmp) / "routine.log").open("wb")
+            routine = subprocess.Popen(  # noqa: ASYNC220 - started once, not in a hot loop
+                [sys.executable, "-m", "routine"],
+                cwd=tmp,
+                env={
+                    **os.environ,
+                    "PYTHONPATH": str(ROOT),
+                    **postgres_env(database),
+                    "OBJECT_TTL": "1h",
+                    "ROUTINE_INTERVAL": "1s",
+                    "ROUTINE_BATCH_SIZE": str(run.batch_size),
+                    "LOG_FORMAT": "json",
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            meter = CpuMeter(routine.pid)
+            meter.start()
+            deadline = time.perf_counter() + run.delete_timeout
+            while time.perf_counter() < deadline:
+                await asyncio.sleep(0.25)
+                if routine.poll() is not None:
+                    raise SystemExit(f"routine exited: {(Path(tmp) / 'routine.log').read_text()}")
+                if not await pool.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM object WHERE id <= $1)", run.stale_rows
+                ):
+                    break
+                say(f"deleting: {time.perf_counter() - t_0 - figures.routine_started:.0f} s")
+            figures.routine_done = time.perf_counter() - t_0
+            figures.delete_seconds = figures.routine_done - figures.routine_started
+            figures.routine_cpu_seconds = meter.stop()
+            figures.routine_peak_rss_mb = vm_hwm_mb(routine.pid)
+            routine.terminate()
+            routine.wait(timeout=20)
+        stop.set()
+        await upserts
+        for due, latency in upserter.results:
+            t = due - t_0
+            figures.timeline.append((t, latency))
+            if t < figures.routine_started:
+                figures.baseline.append(latency)
+            elif t <= figures.routine_done:
+                figures.during.append(latency)
+    finally:
+        if routine is not None and routine.poll() is None:
+            routine.kill()
+        await pool.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--stale-rows", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=3000.0, help="upserted rows/s")
+    parser.add_argument("--baseline", type=float, default=20.0, help="seconds without the delete")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    figures = asyncio.run(routine_at_scale(RoutineRun(args.stale_rows, args.rate, args.baseline)))
+    print(f"filled {args.stale_rows:,} stale rows in {figures.fill_seconds:.1f} s")
+    print(
+        f"deleted them in {figures.delete_seconds:.1f} s, routine CPU "
+        f"{figures.routine_cpu_seconds:.1f} s, peak RSS {figures.routine_peak_rss_mb:.0f} MB"
+    )
+    for name, values in (("without the delete", figures.baseline), ("during it", figures.during)):
+        print(
+            f"upsert of {round(args.rate * BATCH_INTERVAL)} rows {name}: "
+            f"p50 {1000 * percentile(values, 0.5):.1f} ms, "
+            f"p99 {1000 * percentile(values, 0.99):.1f} ms, "
+            f"max {1000 * max(values, default=float('nan')):.1f} ms (n={len(values)})"
+        )
+    print(f"p99 during / without: {figures.ratio:.2f} (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""``python -m liveview``: the live terminal view of the suite."""

@@ -1,0 +1,76 @@
+"""``python -m bench --smoke``: the benchmark command runs end to end, so it cannot rot.
+
+Seconds long, against the test broker and database: every section runs (producer acceptance,
+fan-out, pipeline overhead with the consumer's profile, the routine, overload), and the report and
+its plots land in the directory given with ``--output``. The figures are not checked: a smoke run
+on a shared machine proves nothing about speed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import PROJECT_ROOT
+from tests.support.services import Endpoints
+
+pytestmark = pytest.mark.integration
+
+SECTIONS = (
+    "## Targets",
+    "## 1. Acceptance",
+    "## 2. Fan-out",
+    "## 3. Pipeline overhead",
+    "## 4. CPU per id",
+    "## Where the consumer's time goes",
+    "## 5. The routine at scale",
+    "## 6. Overload",
+)
+PLOTS = ("acceptance", "fanout", "pipeline_overhead", "routine", "overload")
+
+
+@pytest.mark.timeout(120)
+def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path: Path) -> None:
+    output = tmp_path / "report"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "PYTEST_"))},
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "BENCH_AMQP_URI": endpoints.amqp_uri,
+        "BENCH_DATABASE_URL": endpoints.database_url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (output / "BENCHMARKS.md").read_text()
+    for heading in SECTIONS:
+        assert heading in report, f"{heading!r} missing from the report"
+    assert "python -m bench --smoke --output" in report  # the exact command
+    for name in PLOTS:
+        plot = output / "benchmarks" / f"{name}.png"
+        assert plot.read_bytes().startswith(b"\x89PNG"), f"{plot} is not a PNG"
+        assert f"(benchmarks/{name}.png)" in report, f"{name}.png not linked"
+
+
+def test_bench_refuses_an_unknown_section() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "fanout,nonsense"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown section(s) nonsense;" in result.stderr
