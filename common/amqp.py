@@ -23,6 +23,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
+from common.nodes import BrokerFailover, connect_any, parse_amqp_nodes, shuffled
 from common.retrying import DependencyUnavailable, retry_connect
 from common.tls import certificate_refused, describe_refusal
 
@@ -130,22 +131,31 @@ async def connect_amqp(
     """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
 
     After the first success aio-pika's robust connection re-establishes itself (and its channels,
-    queues and consumers) every ``reconnect_interval`` seconds while the broker is away. A
-    refused TLS certificate is not retried: it raises :class:`DependencyUnavailable` at once.
+    queues and consumers) every ``reconnect_interval`` seconds while the broker is away. ``uri``
+    may list several nodes of a cluster (see :mod:`common.nodes`): this process tries them in an
+    order of its own and, when its node dies, reconnects to the next one. A refused TLS
+    certificate is not retried: it raises :class:`DependencyUnavailable` at once.
     """
+    nodes = shuffled(parse_amqp_nodes(uri))
 
-    async def attempt() -> AbstractRobustConnection:
+    async def connect(node: str) -> AbstractRobustConnection:
         try:
             return await aio_pika.connect_robust(
-                uri,
+                node,
                 client_properties={"connection_name": connection_name},
                 reconnect_interval=reconnect_interval,
                 timeout=10,
                 ssl_context=ssl_context,
             )
         except (OSError, ConnectionError) as error:
+            # not another node's business: every node presents the cluster's certificate
             raise_if_certificate_refused(error, f"rabbitmq ({connection_name})")
             raise
+
+    async def attempt() -> AbstractRobustConnection:
+        index, connection = await connect_any(nodes, connect)
+        BrokerFailover(nodes, index, reconnect_interval).attach(connection)
+        return connection
 
     return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
 

@@ -113,6 +113,8 @@ async def create_pool(
                 TimeoutError,
                 asyncpg.CannotConnectNowError,
                 asyncpg.TooManyConnectionsError,
+                # several hosts, none accepting writes yet (a standby being promoted)
+                asyncpg.TargetServerAttributeNotMatched,
             ),
         )
     except (

@@ -12,11 +12,32 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from common import tls
 from common.durations import DURATION_HINT, parse_duration
+from common.nodes import (
+    NodeListError,
+    parse_amqp_nodes,
+    parse_hosts,
+    parse_ports,
+    postgres_hostlist,
+)
 from common.secrets import SECRET, SecretFileError, SecretFilesSource, env_mapping, mask_uri
 from common.webhooks import parse_secrets
 
@@ -70,10 +91,21 @@ class ServiceSettings(BaseSettings):
         return init_settings, files, env_settings, dotenv_settings, file_secret_settings
 
 
+# The error type whose message already names the entry: no "(got …)" with the whole value, which
+# would repeat every node's password.
+NODE_LIST_ERROR = "node_list"
+
+
+def _node_list_error(error: NodeListError) -> PydanticCustomError:
+    return PydanticCustomError(NODE_LIST_ERROR, str(error))
+
+
 class AmqpSettings(ServiceSettings):
     amqp_uri: str = Field(
         pattern=r"^amqps?://",
-        description="RabbitMQ URI, e.g. amqp://user:pass@host:5672/vhost; amqps:// for TLS",
+        description="RabbitMQ URI, e.g. amqp://user:pass@host:5672/vhost; amqps:// for TLS; "
+        "several nodes of one cluster: a comma-separated list (same scheme, user, password and "
+        "vhost)",
         repr=False,
         json_schema_extra=SECRET,
     )
@@ -92,6 +124,20 @@ class AmqpSettings(ServiceSettings):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="work queue; retry and dead-letter queues derive their names from it",
     )
+
+    @field_validator("amqp_uri")
+    @classmethod
+    def _valid_node_list(cls, value: str) -> str:
+        try:
+            parse_amqp_nodes(value)
+        except NodeListError as error:
+            raise _node_list_error(error) from None
+        return value
+
+    @property
+    def amqp_nodes(self) -> tuple[str, ...]:
+        """The broker's nodes, in the configured order (connecting shuffles them)."""
+        return parse_amqp_nodes(self.amqp_uri)
 
     @model_validator(mode="after")
     def _tls_files_usable(self) -> AmqpSettings:
@@ -114,9 +160,20 @@ class AmqpSettings(ServiceSettings):
         return mask_uri(self.amqp_uri)
 
 
+_PORT: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=65535)])
+
+
 class PostgresSettings(ServiceSettings):
-    postgres_host: str = Field(min_length=1, description="PostgreSQL host")
-    postgres_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port")
+    postgres_host: str = Field(
+        min_length=1,
+        description="PostgreSQL host; a primary and its standbys: a comma-separated list "
+        "(the services follow the one that accepts writes)",
+    )
+    postgres_port: Annotated[int | tuple[int, ...], NoDecode] = Field(
+        5432,
+        description="PostgreSQL port; with several hosts, one port for all or a "
+        "comma-separated list of one per host",
+    )
     postgres_db: str = Field(min_length=1, description="database name")
     postgres_user: str = Field(min_length=1, description="database user")
     postgres_password: str = Field(
@@ -157,14 +214,52 @@ class PostgresSettings(ServiceSettings):
             self.postgres_sslkey,
         )
 
+    @field_validator("postgres_host")
+    @classmethod
+    def _valid_hosts(cls, value: str) -> str:
+        try:
+            parse_hosts(value)
+        except NodeListError as error:
+            raise _node_list_error(error) from None
+        return value
+
+    @field_validator("postgres_port", mode="before")
+    @classmethod
+    def _valid_ports(cls, value: object, info: ValidationInfo) -> int | tuple[int, ...]:
+        if not isinstance(value, str) or "," not in value:
+            # One port: the same checks and messages as a plain integer field.
+            return _PORT.validate_python(value)
+        hosts = info.data.get("postgres_host")
+        host_count = len(parse_hosts(hosts)) if isinstance(hosts, str) else value.count(",") + 1
+        try:
+            return parse_ports(value, host_count)
+        except NodeListError as error:
+            raise _node_list_error(error) from None
+
+    @property
+    def postgres_hosts(self) -> tuple[str, ...]:
+        return parse_hosts(self.postgres_host)
+
+    @property
+    def postgres_ports(self) -> tuple[int, ...]:
+        port = self.postgres_port
+        return (port,) if isinstance(port, int) else port
+
     @property
     def postgres_dsn(self) -> str:
+        """A libpq-style URL; with several hosts, asyncpg's multi-host form that connects only
+        to the one accepting writes (``target_session_attrs=read-write``), so that after a
+        failover the pool's new connections find the promoted standby by themselves."""
         auth = quote(self.postgres_user, safe="")
         if self.postgres_password:
             auth += ":" + quote(self.postgres_password, safe="")
+        database = quote(self.postgres_db, safe="")
+        hosts, ports = self.postgres_hosts, self.postgres_ports
+        if len(hosts) == 1 and len(ports) == 1:
+            return f"postgresql://{auth}@{hosts[0]}:{ports[0]}/{database}"
         return (
-            f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/"
-            f"{quote(self.postgres_db, safe='')}"
+            f"postgresql://{auth}@{postgres_hostlist(hosts, ports)}/{database}"
+            "?target_session_attrs=read-write"
         )
 
 
@@ -231,7 +326,7 @@ def describe_errors(error: ValidationError) -> str:
         elif name in SECRET_VARIABLES:
             # Never echo a secret, not even a malformed one.
             parts.append(f"{name}: {message}")
-        elif DURATION_HINT in message:
+        elif DURATION_HINT in message or item["type"] == NODE_LIST_ERROR:
             parts.append(f"{name}: {message}")
         else:
             parts.append(f"{name}: {message} (got {item.get('input')!r})")

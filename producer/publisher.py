@@ -24,6 +24,7 @@ import structlog
 
 from common.amqp import CONNECT_ERRORS, TLS_HINT, declare_topology
 from common.messages import OutgoingMessage
+from common.nodes import connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect
 from common.tls import certificate_refused, describe_refusal
 from producer.confirms import ConfirmedPublisher, PublishMode, open_publisher
@@ -50,7 +51,10 @@ class Publisher:
         connection_name: str = "lastseen-producer",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._uri = amqp_uri
+        # Several nodes: an order of this process's own; after a lost connection, the next node
+        # is tried first (the one just lost is likely dead).
+        self._nodes = shuffled(parse_amqp_nodes(amqp_uri))
+        self._first_node = 0
         self._ssl_context = ssl_context
         self._tls_refusal_logged = False
         self._queue_name = queue_name
@@ -115,6 +119,7 @@ class Publisher:
                 self._connected.clear()
                 with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                     await asyncio.wait_for(connection.close(), timeout=2)
+            self._first_node = (self._first_node + 1) % len(self._nodes)
             if not self._stopped:
                 log.warning("broker_connection_lost")
 
@@ -124,9 +129,14 @@ class Publisher:
         self._lost.set()
 
     async def _open(self) -> aio_pika.abc.AbstractConnection:
+        index, connection = await connect_any(self._nodes, self._open_on, start=self._first_node)
+        self._first_node = index
+        return connection
+
+    async def _open_on(self, node: str) -> aio_pika.abc.AbstractConnection:
         try:
             connection = await aio_pika.connect(
-                self._uri,
+                node,
                 client_properties={"connection_name": self._connection_name},
                 timeout=10,
                 ssl_context=self._ssl_context,

@@ -139,7 +139,7 @@ def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
         proxy.stop()
 
 
-TIERS = ("unit", "integration", "e2e", "chaos", "compose")
+TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

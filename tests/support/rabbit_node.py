@@ -48,16 +48,24 @@ class PrivateRabbitNode:
     def amqp_uri(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
+    def environment(self) -> dict[str, str]:
+        """What the node's scripts read instead of the machine's settings."""
+        config = "rabbitmq.conf" if self.plugins else "none"
+        return {
+            "HOME": "/var/lib/rabbitmq",
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": f"{self.base_dir}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{self.base_dir}/log",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{self.base_dir}/enabled_plugins",
+            "RABBITMQ_PID_FILE": f"{self.base_dir}/pid",
+            "RABBITMQ_CONFIG_FILE": f"{self.base_dir}/{config}",
+        }
+
     def _as_rabbitmq(self, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        env = (
-            f"HOME=/var/lib/rabbitmq RABBITMQ_NODENAME={self.name} "
-            f"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT={self.port} "
-            f"RABBITMQ_DIST_PORT={self.dist_port} "
-            f"RABBITMQ_MNESIA_BASE={self.base_dir}/mnesia RABBITMQ_LOG_BASE={self.base_dir}/log "
-            f"RABBITMQ_ENABLED_PLUGINS_FILE={self.base_dir}/enabled_plugins "
-            f"RABBITMQ_PID_FILE={self.base_dir}/pid "
-            f"RABBITMQ_CONFIG_FILE={self.base_dir}/{'rabbitmq.conf' if self.plugins else 'none'}"
-        )
+        env = " ".join(f"{key}={value}" for key, value in self.environment().items())
         return subprocess.run(
             [
                 "su",
@@ -73,7 +81,8 @@ class PrivateRabbitNode:
             check=False,
         )
 
-    def start(self, timeout: float = 60.0) -> PrivateRabbitNode:
+    def prepare(self) -> None:
+        """Files the node needs before it starts, owned by the user it runs as."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         (self.base_dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         if self.plugins:
@@ -86,6 +95,9 @@ class PrivateRabbitNode:
         shutil.chown(self.base_dir, "rabbitmq", "rabbitmq")
         for path in self.base_dir.rglob("*"):
             shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    def start(self, timeout: float = 60.0) -> PrivateRabbitNode:
+        self.prepare()
         started = self._as_rabbitmq(f"{SERVER} -detached", timeout=30)
         if started.returncode != 0:
             raise RuntimeError(f"rabbitmq-server failed: {started.stderr}")
@@ -120,6 +132,10 @@ class PrivateRabbitNode:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def ctl(self, arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl -n <this node> <arguments>``."""
+        return self._as_rabbitmq(f"{CTL} -n {self.name} {arguments}", timeout=timeout)
 
     def _port_open(self) -> bool:
         import socket

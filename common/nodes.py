@@ -1,0 +1,229 @@
+"""Several nodes for one dependency: a RabbitMQ cluster in ``AMQP_URI``, a PostgreSQL primary and
+its standbys in ``POSTGRES_HOST`` / ``POSTGRES_PORT``.
+
+* ``AMQP_URI`` may be a comma-separated list of URIs of one cluster's nodes. They must share
+  credentials and virtual host (a client that fails over must find the same queues and be let
+  in), and each is parsed here, at start, so that a typo stops the service instead of surfacing
+  as a failed reconnect an hour later. Each process shuffles the list so clients spread over the
+  nodes, connects to the first that answers, and moves on to the next when it dies.
+* ``POSTGRES_HOST`` / ``POSTGRES_PORT`` are lists as libpq's ``host`` and ``port`` are: one port
+  for every host, or one port per host. asyncpg follows the host that accepts writes.
+
+Pure parsing lives here; connecting is :func:`connect_any` and :class:`BrokerFailover`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+import aiormq
+import structlog
+from yarl import URL
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# A node refusing (down, starting, shutting down, or at the AMQP level): try the next one.
+NODE_ERRORS = (OSError, ConnectionError, TimeoutError, aiormq.exceptions.AMQPError)
+
+_SCHEME = re.compile(r"^amqps?://", re.IGNORECASE)
+
+
+class NodeListError(ValueError):
+    """A node list that cannot work; the message names the entry."""
+
+
+def _where(number: int, count: int) -> str:
+    return "the value" if count == 1 else f"entry {number} of {count}"
+
+
+def mask(uri: str) -> str:
+    """``uri`` with its password hidden, for messages and logs."""
+    try:
+        url = URL(uri)
+    except ValueError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", uri)
+    return str(url.with_password("***")) if url.password else uri
+
+
+def _vhost(url: URL) -> str:
+    # aiormq's rule: the path without its leading slash, and "/" when that is empty.
+    return unquote(url.raw_path[1:]) or "/"
+
+
+def parse_amqp_nodes(value: str) -> tuple[str, ...]:
+    """The URIs of a comma-separated ``AMQP_URI``; :class:`NodeListError` names a bad entry."""
+    entries = [entry.strip() for entry in value.split(",")]
+    count = len(entries)
+    first: URL | None = None
+    for number, entry in enumerate(entries, 1):
+        where = _where(number, count)
+        if not entry:
+            raise NodeListError(f"{where} is empty")
+        if not _SCHEME.match(entry):
+            raise NodeListError(f"{where} {mask(entry)!r} must start with amqp:// or amqps://")
+        try:
+            url = URL(entry)
+            port = url.port
+        except ValueError as error:
+            raise NodeListError(f"{where} {mask(entry)!r} does not parse: {error}") from None
+        if not url.host:
+            raise NodeListError(f"{where} {mask(entry)!r} names no host")
+        if port is not None and not 1 <= port <= 65535:
+            raise NodeListError(f"{where} {mask(entry)!r} has port {port} out of 1-65535")
+        if first is None:
+            first = url
+            continue
+        if url.scheme.lower() != first.scheme.lower():
+            raise NodeListError(
+                f"{where} {mask(entry)!r} is {url.scheme}://, entry 1 is {first.scheme}://: "
+                "every node of the list must use TLS, or none"
+            )
+        if _vhost(url) != _vhost(first):
+            raise NodeListError(
+                f"{where} {mask(entry)!r} names vhost {_vhost(url)!r}, entry 1 names "
+                f"{_vhost(first)!r}: every node of the list must serve the same vhost"
+            )
+        if (url.user, url.password) != (first.user, first.password):
+            raise NodeListError(
+                f"{where} {mask(entry)!r} has other credentials than entry 1: "
+                "every node of the list must take the same user and password"
+            )
+    return tuple(entries)
+
+
+def parse_hosts(value: str) -> tuple[str, ...]:
+    """The hosts of a comma-separated ``POSTGRES_HOST``."""
+    entries = [entry.strip() for entry in value.split(",")]
+    for number, entry in enumerate(entries, 1):
+        if not entry:
+            raise NodeListError(f"{_where(number, len(entries))} is empty")
+        if any(character in entry for character in "/@?# "):
+            raise NodeListError(
+                f"{_where(number, len(entries))} {entry!r} is not a host name or address"
+            )
+    return tuple(entries)
+
+
+def parse_ports(value: str, host_count: int) -> tuple[int, ...]:
+    """The ports of a comma-separated ``POSTGRES_PORT``: one for every host, or one per host."""
+    entries = [entry.strip() for entry in value.split(",")]
+    ports = []
+    for number, entry in enumerate(entries, 1):
+        where = _where(number, len(entries))
+        if not entry:
+            raise NodeListError(f"{where} is empty")
+        try:
+            port = int(entry)
+        except ValueError:
+            raise NodeListError(f"{where} {entry!r} is not a port number") from None
+        if not 1 <= port <= 65535:
+            raise NodeListError(f"{where} {entry!r} is out of 1-65535")
+        ports.append(port)
+    if len(ports) not in (1, host_count):
+        raise NodeListError(
+            f"{len(ports)} ports for {host_count} hosts in POSTGRES_HOST: give one port for "
+            "every host, or one port per host"
+        )
+    return tuple(ports)
+
+
+def postgres_hostlist(hosts: Sequence[str], ports: Sequence[int]) -> str:
+    """``host:port,host:port`` for a DSN; one port applies to every host."""
+    if len(ports) == 1:
+        ports = [ports[0]] * len(hosts)
+    return ",".join(
+        f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        for host, port in zip(hosts, ports, strict=True)
+    )
+
+
+def shuffled(nodes: Sequence[T], rng: random.Random | None = None) -> list[T]:
+    """A per-process order of ``nodes``, so that many clients spread over a cluster."""
+    order = list(nodes)
+    (rng or random.Random()).shuffle(order)  # noqa: S311 - load spreading, not security
+    return order
+
+
+async def connect_any(
+    nodes: Sequence[str],
+    connect: Callable[[str], Awaitable[T]],
+    *,
+    start: int = 0,
+) -> tuple[int, T]:
+    """Try ``nodes`` in turn from index ``start``; return the index that answered and its
+    connection. When none answers, the last node's error propagates (the caller's backoff
+    decides what next)."""
+    last_error: BaseException | None = None
+    for offset in range(len(nodes)):
+        index = (start + offset) % len(nodes)
+        try:
+            connection = await connect(nodes[index])
+        except NODE_ERRORS as error:
+            last_error = error
+        else:
+            if len(nodes) > 1:
+                log.info("node_connected", node=mask(nodes[index]))
+            return index, connection
+        if len(nodes) > 1:
+            log.warning("node_unreachable", node=mask(nodes[index]), error=repr(last_error))
+    if last_error is None:
+        raise ValueError("no nodes to connect to")
+    raise last_error
+
+
+class BrokerFailover:
+    """Points an aio-pika robust connection at the next node while it cannot reconnect.
+
+    aio-pika's robust connection reconnects to ``connection.url`` only (aio-pika issue #141,
+    open since 2018). Its public parts are enough to change that: when the connection closes,
+    move ``url`` to the next node before the first reconnect attempt, and keep moving it every
+    ``interval`` (the connection's ``reconnect_interval``) until it is connected again. Channels,
+    queues and consumers are then restored on the new node by aio-pika as usual.
+    """
+
+    def __init__(self, nodes: Sequence[str], current: int, interval: float) -> None:
+        self.nodes = tuple(nodes)
+        self.current = current
+        self.interval = interval
+        self._connection: Any = None
+        self._rotating: asyncio.Task[None] | None = None
+
+    def attach(self, connection: Any) -> None:
+        self._connection = connection
+        if len(self.nodes) > 1:
+            connection.close_callbacks.add(self._on_close)
+
+    def advance(self) -> str:
+        """Make the next node the one to connect to; return it."""
+        self.current = (self.current + 1) % len(self.nodes)
+        node = self.nodes[self.current]
+        if self._connection is not None:
+            self._connection.url = URL(node)
+        return node
+
+    def _on_close(self, *_: object) -> None:
+        connection = self._connection
+        if connection is None or connection.close_called:
+            return
+        node = self.advance()
+        log.warning("broker_failover", next_node=mask(node))
+        if self._rotating is None or self._rotating.done():
+            self._rotating = asyncio.get_running_loop().create_task(self._rotate_until_connected())
+
+    async def _rotate_until_connected(self) -> None:
+        connection = self._connection
+        while not connection.close_called and not connection.is_closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.connected.wait(), self.interval)
+                log.info("broker_reconnected", node=mask(self.nodes[self.current]))
+                return
+            node = self.advance()
+            log.info("broker_failover", next_node=mask(node))
