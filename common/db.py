@@ -12,13 +12,16 @@ import ssl as ssl_module
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 import structlog
 
 from common.retrying import DependencyUnavailable, retry_connect
 from common.tls import certificate_refused, describe_refusal
+
+if TYPE_CHECKING:
+    from common.settings import PostgresSettings
 
 log = structlog.get_logger(__name__)
 
@@ -126,6 +129,16 @@ async def create_pool(
             f"postgresql refused the connection: {error} "
             "(check POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB)"
         ) from error
+
+
+async def open_pool(settings: PostgresSettings) -> asyncpg.Pool:
+    """The service's pool, from its ``POSTGRES_*`` settings (hosts, TLS, size, deadline)."""
+    return await create_pool(
+        settings.postgres_dsn,
+        max_size=settings.postgres_pool_size,
+        deadline=settings.startup_timeout,
+        ssl=settings.postgres_ssl(),
+    )
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -13,7 +13,7 @@ import aio_pika
 import structlog
 
 from common.amqp import Topology, connect_amqp, declare_topology
-from common.db import Executor, create_pool, migrate
+from common.db import Executor, migrate, open_pool
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
 from common.probes import DatabaseProbe
@@ -97,12 +97,7 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         ssl_context=settings.amqp_ssl_context(),
     )
     try:
-        pool = await create_pool(
-            settings.postgres_dsn,
-            max_size=settings.postgres_pool_size,
-            deadline=settings.startup_timeout,
-            ssl=settings.postgres_ssl(),
-        )
+        pool = await open_pool(settings)
         try:
             await migrate(pool)
             async with status_client_class(settings.status_client)(

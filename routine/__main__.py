@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from common.db import create_pool, migrate
+from common.db import migrate, open_pool
 from common.entrypoint import run_service
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
@@ -19,12 +19,7 @@ log = structlog.get_logger("routine")
 
 
 async def main(settings: RoutineSettings, stop: asyncio.Event) -> None:
-    pool = await create_pool(
-        settings.postgres_dsn,
-        max_size=settings.postgres_pool_size,
-        deadline=settings.startup_timeout,
-        ssl=settings.postgres_ssl(),
-    )
+    pool = await open_pool(settings)
     try:
         await migrate(pool)
         log.info(
