@@ -132,12 +132,26 @@ class Subscription:
         if self._fixed or stats.messages < 20:
             return
         target = prefetch_for(self._max_consumers, stats.ids_per_message)
-        if needs_resize(self.prefetch, target):
-            self.prefetch = target
-            # Same channel: the messages in process stay unacked on it and can still be acked.
-            await self.cancel()
-            log.info("prefetch_resized", prefetch=target)
-            await self._consume()
+        if not needs_resize(self.prefetch, target):
+            return
+        self.prefetch = target
+        # Same channel, so the messages in process stay unacked on it and can still be acked.
+        # The new consumer comes first (deliveries never stop); then the old one is retired. Its
+        # cancel may wait behind a flood of deliveries: it gets the watchdog's time, not the
+        # shutdown's, and if it fails the channel may be gone (aiormq closes a channel whose RPC
+        # was abandoned), so the subscription moves to a fresh one instead of staying silent.
+        old, queue = self._tag, self._queue
+        await self._consume()
+        log.info("prefetch_resized", prefetch=target)
+        if old is None or queue is None:
+            return
+        try:
+            async with asyncio.timeout(WATCHDOG_TIMEOUT):
+                await queue.cancel(old)
+        except AMQP_ERRORS as error:
+            log.warning("unsubscribe_failed", error=repr(error), during="prefetch resize")
+            async with asyncio.timeout(WATCHDOG_TIMEOUT):
+                await self._reopen()
 
     async def _reopen(self) -> None:
         """A new channel and consumer. The old channel may be stuck (that is why we are here):
