@@ -9,12 +9,10 @@ The table goes between the ``chaos-results`` markers; the rest of the document i
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from tests.support.generated_block import GeneratedBlock
 from tests.support.processes import PROJECT_ROOT
 
 from .harness import RESULTS_PATH
@@ -107,41 +105,20 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(document: str, block: str) -> str:
-    """``document`` with the text from the begin marker to the end marker replaced by ``block``."""
-    start = document.find(BEGIN)
-    end = document.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the document lacks the markers {BEGIN!r} … {END!r}")
-    return document[:start] + block + document[end + len(END) :]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos.report", description=__doc__)
-    parser.add_argument("--results", type=Path, default=RESULTS_PATH)
-    parser.add_argument("--doc", type=Path, default=DOC_PATH)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--stdout", action="store_true", help="print the table, change nothing")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the document is stale")
-    args = parser.parse_args(argv)
-    try:
-        results = json.loads(args.results.read_text())
-    except FileNotFoundError:
-        parser.error(f"{args.results} not found: run the chaos tests first ({COMMAND})")
-    block = render(results)
-    if args.stdout:
-        sys.stdout.write(block + "\n")
-        return 0
-    document = args.doc.read_text()
-    updated = replace_block(document, block)
-    if args.check:
-        if updated != document:
-            sys.stderr.write(f"{args.doc} does not show {args.results}\n")
-            return 1
-        return 0
-    args.doc.write_text(updated)
-    sys.stderr.write(f"{args.doc}: {len(results['scenarios'])} scenarios from {args.results}\n")
-    return 0
+BLOCK = GeneratedBlock(
+    prog="python -m tests.chaos.report",
+    description=__doc__,
+    begin=BEGIN,
+    end=END,
+    doc=DOC_PATH,
+    results=RESULTS_PATH,
+    command=COMMAND,
+    what="scenarios",
+    tests="chaos",
+    render=render,
+)
+replace_block = BLOCK.replace
+main = BLOCK.main
 
 
 if __name__ == "__main__":

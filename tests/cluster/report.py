@@ -10,12 +10,10 @@ The table goes between the ``no-single-node`` markers; the rest of the document 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from tests.support.generated_block import GeneratedBlock
 from tests.support.processes import PROJECT_ROOT
 
 from .harness import RECOVERY_BOUND_S, RESULTS_PATH
@@ -110,40 +108,20 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(document: str, block: str) -> str:
-    start = document.find(BEGIN)
-    end = document.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the document lacks the markers {BEGIN!r} … {END!r}")
-    return document[:start] + block + document[end + len(END) :]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.report", description=__doc__)
-    parser.add_argument("--results", type=Path, default=RESULTS_PATH)
-    parser.add_argument("--doc", type=Path, default=DOC_PATH)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--stdout", action="store_true", help="print the table, change nothing")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the document is stale")
-    args = parser.parse_args(argv)
-    try:
-        results = json.loads(args.results.read_text())
-    except FileNotFoundError:
-        parser.error(f"{args.results} not found: run the cluster tests first ({COMMAND})")
-    block = render(results)
-    if args.stdout:
-        sys.stdout.write(block + "\n")
-        return 0
-    document = args.doc.read_text()
-    updated = replace_block(document, block)
-    if args.check:
-        if updated != document:
-            sys.stderr.write(f"{args.doc} does not show {args.results}\n")
-            return 1
-        return 0
-    args.doc.write_text(updated)
-    sys.stderr.write(f"{args.doc}: {len(results['scenarios'])} faults from {args.results}\n")
-    return 0
+BLOCK = GeneratedBlock(
+    prog="python -m tests.cluster.report",
+    description=__doc__,
+    begin=BEGIN,
+    end=END,
+    doc=DOC_PATH,
+    results=RESULTS_PATH,
+    command=COMMAND,
+    what="faults",
+    tests="cluster",
+    render=render,
+)
+replace_block = BLOCK.replace
+main = BLOCK.main
 
 
 if __name__ == "__main__":
