@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,9 +21,11 @@ import asyncpg
 import httpx
 
 from tester.audit import Audit, audit
+from tests.support import run_results
 from tests.support.processes import PROJECT_ROOT
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.run_results import read_from, sent_at
 from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
@@ -174,7 +173,7 @@ class Scenario:
     def new_output(self, prefix: str) -> str:
         """What the processes whose log name starts with ``prefix`` wrote since the start."""
         return "".join(
-            _read_from(path, self._log_offsets.get(path, 0))
+            read_from(path, self._log_offsets.get(path, 0))
             for path in self.chaos.log_files()
             if path.name.startswith(prefix)
         )
@@ -184,7 +183,7 @@ class Scenario:
         return [
             path.name
             for path in self.chaos.log_files()
-            if "Traceback" in _read_from(path, self._log_offsets.get(path, 0))
+            if "Traceback" in read_from(path, self._log_offsets.get(path, 0))
         ]
 
     def fault_begins(self) -> None:
@@ -208,8 +207,8 @@ class Scenario:
             records = self.chaos.ledger_after(self.start_seq)
             # The tester sends one callback at a time: once one sent after the fault is in the
             # ledger, every one sent before it is there too.
-            if any(_sent_at(r) > ended_at for r in records):
-                before = [r for r in records if _sent_at(r) <= ended_at]
+            if any(sent_at(r) > ended_at for r in records):
+                before = [r for r in records if sent_at(r) <= ended_at]
                 found = audit(before, await self.chaos.stored())
                 if not found.online_missing and not found.offline_stored:
                     recovery = time.monotonic() - ended_mono
@@ -242,7 +241,7 @@ class Scenario:
             if record["ok"] and record["latency_ms"] <= CALLBACK_TIMEOUT_S * 1000:
                 in_time += 1
             elif record["status"] is None and any(
-                window.holds_send(_sent_at(record)) for window in self.producer_down
+                window.holds_send(sent_at(record)) for window in self.producer_down
             ):
                 refused += 1
             else:
@@ -267,62 +266,13 @@ class Scenario:
         )
 
 
-def _read_from(path: Path, offset: int) -> str:
-    with path.open("rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")
-
-
-def _sent_at(record: Mapping[str, Any]) -> datetime:
-    return datetime.fromisoformat(record["sent_at"])
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def _commit() -> str:
-    try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except OSError:
-        return ""
-    return found.stdout.strip()
-
-
 def write_results(chaos: ChaosSuite, path: Path = RESULTS_PATH) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "command": "./scripts/test -m chaos tests/chaos",
-        "started_at": chaos.started_at.isoformat(timespec="seconds"),
-        "finished_at": now().isoformat(timespec="seconds"),
-        "elapsed_s": round((now() - chaos.started_at).total_seconds(), 1),
-        "commit": _commit(),
-        "machine": machine(),
-        "broker": "private RabbitMQ node" if chaos.node else "shared RabbitMQ",
-        "settings": dict(chaos.knobs),
-        "scenarios": [result.as_json() for result in chaos.results],
-    }
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    temporary.replace(path)
+    run_results.write_results(
+        path,
+        command="./scripts/test -m chaos tests/chaos",
+        started_at=chaos.started_at,
+        finished_at=now(),
+        broker="private RabbitMQ node" if chaos.node else "shared RabbitMQ",
+        settings=dict(chaos.knobs),
+        scenarios=[result.as_json() for result in chaos.results],
+    )

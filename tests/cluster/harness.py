@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,10 +21,12 @@ from typing import Any
 import asyncpg
 
 from tester.audit import audit
+from tests.support import run_results
 from tests.support.haproxy import HaProxy
 from tests.support.pg_pair import PgPair
 from tests.support.processes import PROJECT_ROOT
 from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.run_results import read_from, sent_at
 from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
@@ -149,7 +148,7 @@ class Fault:
         return [
             path.name
             for path in self.cluster.log_files()
-            if "Traceback" in _read_from(path, self._log_offsets.get(path, 0))
+            if "Traceback" in read_from(path, self._log_offsets.get(path, 0))
         ]
 
     async def settle(self, *, notes: str = "", timeout: float = 40.0) -> FaultResult:
@@ -162,8 +161,8 @@ class Fault:
             records = self.cluster.ledger_after(self.start_seq)
             # one callback at a time: once one sent after the fault is in the ledger, every one
             # sent before it is there too
-            if any(_sent_at(r) > ended_at for r in records):
-                before = [r for r in records if _sent_at(r) <= ended_at]
+            if any(sent_at(r) > ended_at for r in records):
+                before = [r for r in records if sent_at(r) <= ended_at]
                 found = audit(before, await self.cluster.stored())
                 if not found.online_missing and not found.offline_stored:
                     recovery = time.monotonic() - ended_mono
@@ -178,9 +177,7 @@ class Fault:
             await asyncio.sleep(0.2)
             final = audit(window, await self.cluster.stored())
         ok = [r for r in window if r["ok"]]
-        span = (
-            (_sent_at(window[-1]) - _sent_at(window[0])).total_seconds() if len(window) > 1 else 0
-        )
+        span = (sent_at(window[-1]) - sent_at(window[0])).total_seconds() if len(window) > 1 else 0
         ids_sent = sum(len(r["object_ids"]) for r in ok)
         result = FaultResult(
             name=self.name,
@@ -206,62 +203,14 @@ class Fault:
         return result
 
 
-def _read_from(path: Path, offset: int) -> str:
-    with path.open("rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")
-
-
-def _sent_at(record: Mapping[str, Any]) -> datetime:
-    return datetime.fromisoformat(record["sent_at"])
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def _commit() -> str:
-    try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except OSError:
-        return ""
-    return found.stdout.strip()
-
-
 def write_results(cluster: ClusterSuite, path: Path = RESULTS_PATH) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "command": "./scripts/test -m cluster tests/cluster",
-        "started_at": cluster.started_at.isoformat(timespec="seconds"),
-        "finished_at": now().isoformat(timespec="seconds"),
-        "elapsed_s": round((now() - cluster.started_at).total_seconds(), 1),
-        "commit": _commit(),
-        "machine": machine(),
-        "engines": "3 RabbitMQ 3.10 nodes, PostgreSQL 15 primary + synchronous standby, "
+    run_results.write_results(
+        path,
+        command="./scripts/test -m cluster tests/cluster",
+        started_at=cluster.started_at,
+        finished_at=now(),
+        engines="3 RabbitMQ 3.10 nodes, PostgreSQL 15 primary + synchronous standby, "
         "HAProxy 2.6 before 2 producers",
-        "settings": dict(cluster.knobs),
-        "scenarios": [result.as_json() for result in cluster.results],
-    }
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    temporary.replace(path)
+        settings=dict(cluster.knobs),
+        scenarios=[result.as_json() for result in cluster.results],
+    )
