@@ -19,7 +19,6 @@ from tests.support.consumer_status import (
     ready_count,
     started,
     stored,
-    wait_for,
     wait_for_empty,
 )
 from tests.support.processes import ServiceProcess
@@ -86,7 +85,7 @@ async def test_database_cut_nothing_acked_before_commit_then_kill_and_restart(
     proxy.cut()
     ids = list(range(100, 300))
     messages = await publish_range(channel, queue_name, ids, 20)
-    await wait_for(lambda: "intake_paused" in consumer.output(), what="flush failing")
+    await eventually(lambda: "intake_paused" in consumer.output(), timeout=30, what="flush failing")
     assert len(status_api.requests) >= 20
     consumer.kill()
     # Killed with answers in hand but no commit: not one message was acked (every message has
@@ -120,14 +119,18 @@ async def test_database_cut_running_consumer_pauses_and_stores_everything_after(
     consumer = await started(spawn("consumer", env))
     first = list(range(0, 100))
     await publish_range(channel, queue_name, first, 10)
-    await wait_for(lambda: len(status_api.requests) >= 20, what="processing under way")
+    await eventually(
+        lambda: len(status_api.requests) >= 20, timeout=30, what="processing under way"
+    )
     proxy.cut()
     second = list(range(100, 400))
     await publish_range(channel, queue_name, second, 10)
-    await wait_for(lambda: "flush_failed" in consumer.output(), what="flush failing")
+    await eventually(lambda: "flush_failed" in consumer.output(), timeout=30, what="flush failing")
     proxy.restore()
     await all_evens_stored(db_pool, first + second)
-    await wait_for(lambda: "flush_recovered" in consumer.output(), what="recovery logged")
+    await eventually(
+        lambda: "flush_recovered" in consumer.output(), timeout=30, what="recovery logged"
+    )
     assert consumer.running()
     await wait_for_empty(channel, queue_name)
     assert consumer.terminate(timeout=10) == 0
@@ -176,9 +179,11 @@ async def test_broker_cut_the_running_consumer_resumes_by_itself(
     consumer = await started(spawn("consumer", env))
     before = list(range(0, 200))
     await publish_range(channel, queue_name, before, 20)
-    await wait_for(lambda: len(status_api.requests) >= 50, what="processing under way")
+    await eventually(
+        lambda: len(status_api.requests) >= 50, timeout=30, what="processing under way"
+    )
     proxy.cut()
-    await wait_for(lambda: proxy.open_connections == 0, what="connection cut")
+    await eventually(lambda: proxy.open_connections == 0, timeout=30, what="connection cut")
     await asyncio.sleep(0.5)  # the outage's length, not a wait for work to be done
     proxy.restore()
     after = list(range(200, 400))
@@ -205,7 +210,7 @@ async def test_sigterm_under_load_exits_0_within_grace_and_loses_nothing(
         consumer = await started(spawn("consumer", env))
         ids = list(range(20_000, 20_900))
         await publish_range(channel, queue_name, ids, 30)
-        await wait_for(lambda: api.total_requests >= 150, what="under load")
+        await eventually(lambda: api.total_requests >= 150, timeout=30, what="under load")
         began = time.monotonic()
         consumer.signal(15)
 

@@ -34,7 +34,6 @@ from tests.support.consumer_status import (
     ready_count,
     started,
     stored,
-    wait_for,
     wait_for_empty,
 )
 from tests.support.ports import free_port
@@ -108,7 +107,9 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
         return set(await stored(db_pool)) == evens
 
     await eventually(all_stored, timeout=30, what="online ids stored")
-    await wait_for(lambda: status_api.total_requests >= len(ids), what="odd ids asked too")
+    await eventually(
+        lambda: status_api.total_requests >= len(ids), timeout=30, what="odd ids asked too"
+    )
     rows = await stored(db_pool)
     assert not any(i % 2 for i in rows), "an offline id was stored"
     for object_id in evens - {5000}:
@@ -153,7 +154,9 @@ async def test_redelivery_and_older_observations_never_move_time_back(
     # The same message again (a redelivery) with the status API answering as before: a newer
     # observation moves 4 forward, nothing moves back, nothing else appears.
     await publish(channel, queue_name, [2, 4])
-    await wait_for(lambda: len(status_api.requests[4]) == 2, what="redelivery looked up")
+    await eventually(
+        lambda: len(status_api.requests[4]) == 2, timeout=30, what="redelivery looked up"
+    )
 
     async def moved_on() -> bool:
         return (await stored(db_pool))[4] > first
@@ -376,7 +379,9 @@ async def test_with_the_tester_faults_and_all(
             "TESTER_SEED": "7",
         },
     )
-    await wait_for(lambda: "tester_listening" in tester.output(), what="tester_listening")
+    await eventually(
+        lambda: "tester_listening" in tester.output(), timeout=30, what="tester_listening"
+    )
     line = next(x for x in tester.output().splitlines() if "tester_listening" in x)
     url = f"http://127.0.0.1:{orjson.loads(line)['port']}"
     env = {

@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import aio_pika
@@ -176,13 +176,6 @@ async def stored(pool: asyncpg.Pool) -> dict[int, datetime]:
 async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
     declared = await channel.declare_queue(queue, passive=True)
     return declared.declaration_result.message_count or 0
-
-
-async def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    async def check() -> object:
-        return condition()
-
-    await eventually(check, timeout=timeout, what=what)
 
 
 async def wait_for_empty(channel: aio_pika.abc.AbstractChannel, queue: str) -> None:
