@@ -3,6 +3,7 @@ outages, and services started as real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -12,6 +13,7 @@ import aio_pika
 import asyncpg
 import hypothesis
 import pytest
+import uvloop
 
 from common import db as dbmod
 from common.amqp import RETRY_TIERS_MS, Topology
@@ -19,6 +21,19 @@ from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
+
+# The status clients speak to sockets through the loop's transports: their tests run on asyncio's
+# loop and on uvloop, the loop every service runs on (common/entrypoint.py); the rest on asyncio's.
+UVLOOP_MODULES = frozenset({"test_consumer_status_client.py"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if item.path.name in UVLOOP_MODULES:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 # CI explores the same examples every run, so a red run is reproducible and never a coin toss;
 # local runs keep searching new ones (and remember failures in .hypothesis/).

@@ -1,6 +1,9 @@
 """Both status clients (``STATUS_CLIENT=fast`` and ``standard``) at the HTTP level, against a
 scripted raw TCP server: what goes on the wire, when a connection is reused, and what an answer
-aiohttp cannot parse or a closed keep-alive connection becomes. Every test runs against both."""
+aiohttp cannot parse or a closed keep-alive connection becomes. Every test runs against each
+client, on asyncio's own loop and on uvloop (the loop every service runs on: its transports are
+not ``asyncio.Transport`` subclasses, which once broke the httptools client there alone; the
+loops come from ``pytest_asyncio_loop_factories`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
