@@ -6,11 +6,11 @@ body that is not that JSON, one over :data:`MAX_BODY_BYTES`) raises :class:`Stat
 short reason, which the worker turns into a delayed retry.
 
 Three clients implement :class:`StatusLookup` with the same answers and pool limits:
-``STATUS_CLIENT=fast`` (:mod:`consumer.status_client`, the default, which drives aiohttp's
-connector and protocol below its public API), ``STATUS_CLIENT=standard``
-(:mod:`consumer.status_standard`, a plain ``aiohttp.ClientSession``) and, experimental,
-``STATUS_CLIENT=httptools`` (:mod:`consumer.status_httptools`: httptools' parser on an asyncio
-protocol, public layers only).
+``STATUS_CLIENT=httptools`` (:mod:`consumer.status_httptools`, the default: httptools' parser on
+an asyncio protocol, public layers only, the least CPU per id), ``STATUS_CLIENT=fast``
+(:mod:`consumer.status_client`, which drives aiohttp's connector and protocol below its public
+API) and ``STATUS_CLIENT=standard`` (:mod:`consumer.status_standard`, a plain
+``aiohttp.ClientSession``).
 """
 
 from __future__ import annotations

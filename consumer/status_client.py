@@ -1,4 +1,4 @@
-"""The fast status client (``STATUS_CLIENT=fast``, the default): aiohttp's connector and
+"""The fast status client (``STATUS_CLIENT=fast``): aiohttp's connector and
 response protocol driven directly, below aiohttp's public API.
 
 It answers exactly as :class:`consumer.status_standard.StandardStatusClient` does (the same tests

@@ -1,6 +1,7 @@
 """A status client on public, stable layers only: an asyncio ``Protocol`` per connection and
 httptools' response parser (llhttp, the parser aiohttp itself uses), with a small keep-alive pool
-of its own (``STATUS_CLIENT=httptools``, experimental).
+of its own (``STATUS_CLIENT=httptools``, the default: a third less CPU per id than the aiohttp
+clients, see docs/BENCHMARKS.md).
 
 The same answers and failures as the other two clients (the rules in :mod:`consumer.status`; the
 same tests run against all three), the same head (request line, ``Host``, ``Accept: */*``), the
@@ -8,13 +9,18 @@ same deadline sweep (:class:`~consumer.status.SweptClient`). What it does itself
 does for the others: the pool (LIFO, idle connections dropped after 30 s or when the server
 closed them; the worker never has more than ``max_connections`` lookups in flight, so the pool
 never holds more), the connect timeout (``timeout``), and the reuse rule (only after a complete
-answer the parser says may be kept alive, with no bytes beyond it). Plain ``http://`` only; names
-are resolved by the loop on each new connection (no DNS cache).
+answer the parser says may be kept alive, with no bytes beyond it), ``https://`` with the
+system's trust store and host-name check (``ssl.create_default_context``, which honours
+``SSL_CERT_FILE``), and a resolver cache: the host's addresses are looked up at most once per
+``DNS_TTL`` seconds (aiohttp's default too), one lookup at a time, and new connections go to
+them in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
 from typing import cast
 
@@ -24,6 +30,7 @@ from yarl import URL
 from consumer.status import MAX_BODY_BYTES, StatusFailure, SweptClient, parse_status
 
 KEEPALIVE_TIMEOUT = 30.0
+DNS_TTL = 10.0
 
 
 class _Lost(Exception):
@@ -121,14 +128,19 @@ class HttptoolsStatusClient(SweptClient):
 
     async def _open(self) -> None:
         url = URL(self._base, encoded=True)
-        if url.scheme != "http" or url.raw_host is None:
-            raise ValueError("STATUS_CLIENT=httptools speaks plain http:// only")
+        if url.scheme not in ("http", "https") or url.raw_host is None:
+            raise ValueError("STATUS_CLIENT=httptools speaks http:// and https:// only")
         self._host = url.raw_host
-        self._port = url.port or 80
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         host = self._host if url.is_default_port() else f"{self._host}:{self._port}"
         self._head_start = f"GET {url.raw_path}".encode()
         self._head_end = f" HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode()
         self._idle = []
+        self._addresses: list[str] = []
+        self._resolved_at = -DNS_TTL
+        self._resolving: asyncio.Future[list[str]] | None = None
+        self._turn = 0
         self._start_sweeper()
 
     async def close(self) -> None:
@@ -173,12 +185,44 @@ class HttptoolsStatusClient(SweptClient):
         assert loop is not None
         try:
             async with asyncio.timeout(self._timeout):
-                _, connection = await loop.create_connection(_Connection, self._host, self._port)
+                addresses = await self._resolve()
+                self._turn = turn = (self._turn + 1) % len(addresses)
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    addresses[turn],
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
         except TimeoutError:
             raise StatusFailure("timeout") from None
-        except OSError as error:
+        except (OSError, ssl.SSLError) as error:
             raise StatusFailure(f"cannot connect: {error!r}") from None
         return connection
+
+    async def _resolve(self) -> list[str]:
+        """The host's addresses, looked up again after ``DNS_TTL``; callers that arrive while a
+        lookup runs share it."""
+        if time.monotonic() - self._resolved_at < DNS_TTL:
+            return self._addresses
+        if self._resolving is None:
+            self._resolving = asyncio.ensure_future(self._lookup())
+            # Its failure is each waiter's; if every waiter was cancelled, nobody else's.
+            self._resolving.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(self._resolving)
+
+    async def _lookup(self) -> list[str]:
+        loop = self._loop
+        assert loop is not None
+        try:
+            found = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+            if not addresses:
+                raise OSError(f"no address for {self._host}")
+            self._addresses, self._resolved_at = addresses, time.monotonic()
+            return addresses
+        finally:
+            self._resolving = None
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and len(self._idle) < self._max_connections:

@@ -8,7 +8,9 @@ loops come from ``pytest_asyncio_loop_factories`` in ``tests/conftest.py``)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from consumer.status import StatusFailure
 from consumer.status_client import StatusClient
 from consumer.status_httptools import HttptoolsStatusClient
 from consumer.status_standard import StandardStatusClient
+from tests.support.certificates import CertificateAuthority
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -46,10 +49,11 @@ class RawServer:
         self._server: asyncio.Server | None = None
         self.url = ""
 
-    async def start(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/base"
+        # The certificate names localhost; plain tests keep the address (the Host header shows it).
+        self.url = f"https://localhost:{port}/base" if tls else f"http://127.0.0.1:{port}/base"
         return self
 
     async def stop(self) -> None:
@@ -93,9 +97,12 @@ async def servers() -> AsyncIterator[list[RawServer]]:
 
 
 async def serve(
-    servers: list[RawServer], script: list[bytes | None], close_after: int = 0
+    servers: list[RawServer],
+    script: list[bytes | None],
+    close_after: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> RawServer:
-    server = await RawServer(script, close_after).start()
+    server = await RawServer(script, close_after).start(tls)
     servers.append(server)
     return server
 
@@ -221,3 +228,56 @@ async def test_unusable_answers_fail_with_a_reason(
     async with client(server) as status:
         with pytest.raises(StatusFailure, match=reason):
             await status.lookup(8)
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context with a certificate for ``localhost`` from a CA of the test's own, which
+    the httptools client trusts through ``SSL_CERT_FILE`` (read by ``ssl.create_default_context``
+    when it opens). Only that client is tested here: TLS is its own code, while the aiohttp
+    clients use aiohttp's, whose default context is built once at import (before a test could
+    point it at a CA)."""
+    authority = CertificateAuthority()
+    issued = authority.issue(tmp_path, "status", ["localhost"])
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority.write_ca(tmp_path / "ca.pem")))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(issued.cert, issued.key)
+    return context
+
+
+async def test_the_httptools_client_verifies_and_speaks_https(
+    servers: list[RawServer],
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    server = await serve(servers, [online(2), online(3)], tls=tls_server_context)
+    async with HttptoolsStatusClient(server.url, max_connections=4, timeout=2.0) as status:
+        assert await status.lookup(2) is True
+        assert await status.lookup(3) is False
+    assert server.connections == 1
+    assert server.heads[0].startswith(b"GET /base/objects/2 HTTP/1.1\r\n")
+
+
+async def test_the_httptools_client_refuses_an_untrusted_certificate(
+    servers: list[RawServer],
+    tls_server_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    server = await serve(servers, [online(2)], tls=tls_server_context)
+    monkeypatch.setenv(
+        "SSL_CERT_FILE", str(CertificateAuthority("other").write_ca(tmp_path / "o.pem"))
+    )
+    async with HttptoolsStatusClient(server.url, max_connections=4, timeout=2.0) as status:
+        with pytest.raises(StatusFailure):
+            await status.lookup(2)
+    assert server.heads == []
+
+
+async def test_a_host_that_does_not_resolve_fails_the_lookup(
+    client: Callable[[RawServer], Client],
+) -> None:
+    nowhere = RawServer([])
+    nowhere.url = "http://no-such-status-api.invalid:9010/base"
+    async with client(nowhere) as status:
+        with pytest.raises(StatusFailure):
+            await status.lookup(1)

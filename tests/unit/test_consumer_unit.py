@@ -259,7 +259,7 @@ def test_settings_defaults_and_durations(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.batch_max_delay == pytest.approx(0.02)
     assert settings.prefetch is None
     assert settings.status_base_url == "http://tester:9010"
-    assert settings.status_client == "fast"
+    assert settings.status_client == "httptools"
 
 
 @pytest.mark.parametrize(
@@ -284,14 +284,12 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
         _settings(monkeypatch, **{name: value})
 
 
-def test_the_httptools_client_refuses_an_https_status_api(
+def test_the_default_status_client_is_httptools_and_takes_https(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match="STATUS_CLIENT=httptools needs an http://"):
-        _settings(monkeypatch, STATUS_CLIENT="httptools", TESTER_ENDPOINT="https://tester")
-    assert _settings(monkeypatch, STATUS_CLIENT="standard", TESTER_ENDPOINT="https://tester")
+    assert _settings(monkeypatch).status_client == "httptools"
+    https = _settings(monkeypatch, TESTER_ENDPOINT="https://tester")
+    assert https.status_base_url == "https://tester"
 
 
 def test_every_setting_is_described() -> None:
