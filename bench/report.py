@@ -265,6 +265,10 @@ def _header(results: Results) -> list[str]:
             if (node := os.environ.get("BENCH_RABBITMQ_NODE"))
             else []
         ),
+        "- the services run with their defaults unless a section says otherwise (the consumer's "
+        "`STATUS_CLIENT=httptools`, the producer's `PUBLISH_MODE=pipeline`); the stand-in "
+        "status API is `bench/consumer_status_server.py` (a plain asyncio protocol on uvloop, "
+        "so that it is not the bottleneck: its CPU per id is in each table)",
         "- everything on this one machine: RabbitMQ, PostgreSQL, the services, the stand-in "
         "status API and the load generators. **The machine was shared** with other work "
         "(other sessions' tests and loads), so absolute rates and latencies are noisy; CPU per "
