@@ -36,19 +36,28 @@ def fake_distribution(root: Path, package: str, version: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("service", "package", "version", "tested", "fallback"),
+    ("service", "package", "version", "tested", "fallback", "chosen"),
     [
-        ("consumer", "aiohttp", "3.15.2", "3.14", "STATUS_CLIENT=standard"),
-        ("producer", "aiormq", "7.3.0", "7.2", "PUBLISH_MODE=standard"),
-        ("producer", "pamqp", "3.3.0", "4.0", "PUBLISH_MODE=standard"),
+        ("consumer", "aiohttp", "3.15.2", "3.14", "STATUS_CLIENT=standard", "fast"),
+        ("producer", "aiormq", "7.3.0", "7.2", "PUBLISH_MODE=standard", "pipeline"),
+        ("producer", "pamqp", "3.3.0", "4.0", "PUBLISH_MODE=standard", "pipeline"),
     ],
 )
 def test_an_untested_library_version_exits_2_with_one_line(
-    tmp_path: Path, service: str, package: str, version: str, tested: str, fallback: str
+    tmp_path: Path,
+    service: str,
+    package: str,
+    version: str,
+    tested: str,
+    fallback: str,
+    chosen: str,
 ) -> None:
+    """A fast path that is chosen checks its library at start (the producer's is its default;
+    the consumer's default, httptools, uses no internals: see the next test but one)."""
     fakes = fake_distribution(tmp_path / "fakes", package, version)
     env = {
         **UNREACHABLE,
+        fallback.split("=")[0]: chosen,
         "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}",
     }
@@ -89,11 +98,16 @@ async def test_the_standard_publish_mode_runs_on_an_untested_aiormq(
     assert await asyncio.to_thread(process.terminate) == 0
 
 
-def test_the_standard_status_client_runs_on_an_untested_aiohttp(tmp_path: Path) -> None:
-    """``STATUS_CLIENT=standard`` uses aiohttp's public API only: no version check stops it. It
-    goes on to connect (here to nothing) and exits 1 for that, not 2."""
+@pytest.mark.parametrize("status_client", ["standard", "httptools", None])
+def test_the_public_status_clients_run_on_an_untested_aiohttp(
+    tmp_path: Path, status_client: str | None
+) -> None:
+    """``STATUS_CLIENT=standard`` and ``httptools`` (the default: ``None`` sets nothing) use
+    public APIs only: no version check stops them. The consumer goes on to connect (here to
+    nothing) and exits 1 for that, not 2."""
     fakes = fake_distribution(tmp_path / "fakes", "aiohttp", "3.15.2")
-    env = {**UNREACHABLE, "STATUS_CLIENT": "standard", "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}"}
+    chosen = {"STATUS_CLIENT": status_client} if status_client else {}
+    env = {**UNREACHABLE, **chosen, "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}"}
     result = run_module("consumer", env, tmp_path / "run")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "dependency_unavailable" in result.stdout
