@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.resources
 import re
 import ssl as ssl_module
@@ -208,17 +210,41 @@ async def upsert_last_seen(db: Executor, latest: Mapping[int, datetime]) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def expire_stale(db: Executor, ttl_seconds: float, batch_size: int) -> tuple[int, int]:
+async def expire_stale(
+    db: Executor,
+    ttl_seconds: float,
+    batch_size: int,
+    *,
+    pause: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> tuple[int, int]:
     """Delete rows whose ``last_seen`` is older than ``ttl_seconds`` by the database clock, at
-    most ``batch_size`` per statement, until none is left. Returns ``(deleted, batches)``."""
+    most ``batch_size`` per statement, until none is left. Returns ``(deleted, batches)``.
+
+    ``pause`` seconds pass between two batches (never after the last one), so that the writers
+    get the disk and the CPU back between deletes. Once ``stop`` is set, no further batch starts
+    (the rows left wait for the next tick, of this process or of another replica).
+    """
     deleted = batches = 0
     while True:
         status = await db.execute(EXPIRE_SQL, float(ttl_seconds), batch_size)
         count = int(status.rsplit(" ", 1)[-1])
         batches += 1
         deleted += count
-        if count < batch_size:
+        if count < batch_size or await _stopped_after(pause, stop):
             return deleted, batches
+
+
+async def _stopped_after(seconds: float, stop: asyncio.Event | None) -> bool:
+    """Wait ``seconds``, less if ``stop`` is set meanwhile; return whether it is."""
+    if stop is None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        return False
+    if seconds > 0 and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
 
 
 @asynccontextmanager

@@ -13,6 +13,13 @@ class RoutineSettings(PostgresSettings):
     routine_batch_size: int = Field(
         5000, ge=1, le=1_000_000, description="rows deleted per statement (bounds lock time)"
     )
+    routine_batch_pause: Duration = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="pause between two delete batches of one run, so writers get the database "
+        "back (0: back to back)",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="serve Prometheus metrics on this port (0: off)"
     )
