@@ -1,6 +1,7 @@
 """The routine on the real PostgreSQL: what it deletes, with replicas, across an outage."""
 
 import asyncio
+import json
 import re
 import signal
 import time
@@ -96,7 +97,12 @@ async def test_sigterm_ends_a_pause_without_waiting_it_out(
     routine.signal(signal.SIGTERM)
     assert routine.wait(timeout=5) == 0
     assert len(await stored_ids(db_pool)) == 93
-    assert '"batches": 1' in routine.output()
+    ticks = [
+        entry
+        for entry in map(json.loads, routine.output().splitlines())
+        if entry.get("event") == "expiry_tick"
+    ]
+    assert [(tick["deleted"], tick["batches"]) for tick in ticks] == [(7, 1)]
 
 
 def routine_env(database_url: str, **extra: str) -> dict[str, str]:
