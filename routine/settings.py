@@ -21,7 +21,7 @@ class RoutineSettings(PostgresSettings):
         ge=0,
         le=10,
         description="pause between two delete batches of one run, so writers get the database "
-        "back (0: back to back)",
+        "back (0: back to back; at most 10s)",
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="serve Prometheus metrics on this port (0: off)"
