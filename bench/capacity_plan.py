@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bench.measure import machine
+from common.durations import format_duration
+from routine.settings import RoutineSettings
 
 TIERS = (10_000, 100_000, 1_000_000)
 IDS_PER_MESSAGE = 200  # the producer's default, and the ids of one planned callback
@@ -124,7 +126,13 @@ def _routine_rate(pg: dict[str, float]) -> str:
     rate = pg["routine_delete_rows_per_s"]
     if pg["routine_kept_up"]:
         return f"**kept up**: deletes at least {rate:,.0f} rows/s (as fast as they were inserted)"
-    return f"**{rate:,.0f} rows deleted per second** by one routine (ROUTINE_BATCH_SIZE=5000)"
+    defaults = RoutineSettings.model_fields  # the capacity run starts the routine with these
+    size = defaults["routine_batch_size"].default
+    pause = format_duration(defaults["routine_batch_pause"].default)
+    return (
+        f"**{rate:,.0f} rows deleted per second** by one routine "
+        f"(ROUTINE_BATCH_SIZE={size}, ROUTINE_BATCH_PAUSE={pause})"
+    )
 
 
 def _n(value: float) -> str:

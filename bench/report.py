@@ -20,6 +20,7 @@ from bench.measure import ADMIN_DSN, AMQP_URI, MachineInfo, percentile
 from bench.producer_bench import Figures, Target
 from bench.profile_summary import ProfileSummary
 from bench.routine_bench import RoutineFigures
+from common.durations import format_duration
 
 PLOTS = "benchmarks"  # folder next to BENCHMARKS.md
 DPI = 80
@@ -657,7 +658,8 @@ def _routine(results: Results) -> list[str]:
         f"then upserts of new rows at {r.run.rate:,.0f} rows/s as the consumer's batch writer "
         "sends them (one `unnest` upsert every 50 ms, open loop, latency from each batch's due "
         f"time); after {r.run.baseline:.0f} s, `python -m routine` (batches of "
-        f"{r.run.batch_size:,}) deletes the stale rows: **{r.delete_seconds:.1f} s**, "
+        f"{r.run.batch_size:,}, {format_duration(r.run.batch_pause)} apart) deletes the stale "
+        f"rows: **{r.delete_seconds:.1f} s** ({r.run.stale_rows / r.delete_seconds:,.0f} rows/s), "
         f"{r.routine_cpu_seconds:.1f} s of the routine's CPU. Upsert p99 during / without: "
         f"**{r.ratio:.2f}×**.",
         "",

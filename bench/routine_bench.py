@@ -9,6 +9,10 @@ only the stale rows qualify; ``ROUTINE_INTERVAL=1s``) until no stale row is left
 during the delete against the baseline.
 
     python -m bench.routine_bench [--stale-rows 1000000] [--rate 3000] [--baseline 20]
+                                  [--batch-size N] [--batch-pause 50ms]
+
+``--batch-size`` and ``--batch-pause`` default to the routine's own defaults (``RoutineSettings``),
+so ``python -m bench`` measures what a deployment runs.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ from bench.measure import (
     vm_hwm_mb,
 )
 from common.db import migrate, upsert_last_seen
+from common.durations import format_duration, parse_duration
+from routine.settings import RoutineSettings
 
 BATCH_INTERVAL = 0.05  # the consumer's BATCH_MAX_DELAY default
 FRESH_IDS = 10_000_000_000  # above every stale id
+ROUTINE_DEFAULTS = RoutineSettings.model_fields
 
 
 @dataclass
@@ -49,7 +56,8 @@ class RoutineRun:
     stale_rows: int = 1_000_000
     rate: float = 3000.0  # upserted rows/s
     baseline: float = 20.0  # seconds of upserts before the routine starts
-    batch_size: int = 5000  # ROUTINE_BATCH_SIZE (the routine's default)
+    batch_size: int = ROUTINE_DEFAULTS["routine_batch_size"].default  # ROUTINE_BATCH_SIZE
+    batch_pause: float = ROUTINE_DEFAULTS["routine_batch_pause"].default  # ROUTINE_BATCH_PAUSE
     delete_timeout: float = 600.0
 
 
@@ -144,6 +152,7 @@ async def routine_at_scale(
                     "OBJECT_TTL": "1h",
                     "ROUTINE_INTERVAL": "1s",
                     "ROUTINE_BATCH_SIZE": str(run.batch_size),
+                    "ROUTINE_BATCH_PAUSE": format_duration(run.batch_pause),
                     "LOG_FORMAT": "json",
                 },
                 stdout=log,
@@ -190,12 +199,33 @@ def main() -> None:
     parser.add_argument("--stale-rows", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=3000.0, help="upserted rows/s")
     parser.add_argument("--baseline", type=float, default=20.0, help="seconds without the delete")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=RoutineRun.batch_size,
+        help="ROUTINE_BATCH_SIZE (default: the routine's, %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-pause",
+        type=parse_duration,
+        default=RoutineRun.batch_pause,
+        help="ROUTINE_BATCH_PAUSE, a duration such as 50ms (default: the routine's, %(default)s s)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    figures = asyncio.run(routine_at_scale(RoutineRun(args.stale_rows, args.rate, args.baseline)))
+    run = RoutineRun(
+        args.stale_rows,
+        args.rate,
+        args.baseline,
+        batch_size=args.batch_size,
+        batch_pause=args.batch_pause,
+    )
+    figures = asyncio.run(routine_at_scale(run))
     print(f"filled {args.stale_rows:,} stale rows in {figures.fill_seconds:.1f} s")
     print(
-        f"deleted them in {figures.delete_seconds:.1f} s, routine CPU "
+        f"routine: batches of {run.batch_size:,}, {format_duration(run.batch_pause)} apart; "
+        f"deleted them in {figures.delete_seconds:.1f} s "
+        f"({args.stale_rows / figures.delete_seconds:,.0f} rows/s), routine CPU "
         f"{figures.routine_cpu_seconds:.1f} s, peak RSS {figures.routine_peak_rss_mb:.0f} MB"
     )
     for name, values in (("without the delete", figures.baseline), ("during it", figures.during)):

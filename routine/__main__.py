@@ -27,6 +27,7 @@ async def main(settings: RoutineSettings, stop: asyncio.Event) -> None:
             interval_s=settings.routine_interval,
             ttl_s=settings.object_ttl,
             batch_size=settings.routine_batch_size,
+            batch_pause_s=settings.routine_batch_pause,
         )
         registry = service_registry()
         metrics = RoutineMetrics(registry, settings.object_ttl)

@@ -30,18 +30,28 @@ class TickResult:
     batches: int = 0
 
 
-async def expire_once(pool: asyncpg.Pool, ttl_seconds: float, batch_size: int) -> TickResult:
+async def expire_once(
+    pool: asyncpg.Pool,
+    ttl_seconds: float,
+    batch_size: int,
+    *,
+    pause: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> TickResult:
     """Delete stale rows unless another routine is already doing it.
 
     ``pg_try_advisory_lock`` makes replicas harmless: the one that gets the lock works, the others
     skip this tick. The lock is per session and is released before the connection goes back to
-    the pool (or by the server, if the connection dies).
+    the pool (or by the server, if the connection dies). It is held through the pauses between
+    batches, so a replica never starts deleting while another is only pausing.
     """
     async with pool.acquire() as connection:
         if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK_KEY):
             return TickResult(ran=False)
         try:
-            deleted, batches = await expire_stale(connection, ttl_seconds, batch_size)
+            deleted, batches = await expire_stale(
+                connection, ttl_seconds, batch_size, pause=pause, stop=stop
+            )
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK_KEY)
     return TickResult(ran=True, deleted=deleted, batches=batches)
@@ -61,7 +71,13 @@ async def run_routine(
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            result = await expire_once(pool, settings.object_ttl, settings.routine_batch_size)
+            result = await expire_once(
+                pool,
+                settings.object_ttl,
+                settings.routine_batch_size,
+                pause=settings.routine_batch_pause,
+                stop=stop,
+            )
         except DATABASE_ERRORS as error:
             failures += 1
             metrics.ticks.labels("failed").inc()

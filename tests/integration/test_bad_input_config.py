@@ -59,6 +59,7 @@ ABSURD = {
         "ROUTINE_INTERVAL": "∞",
         "OBJECT_TTL": "1e3",
         "ROUTINE_BATCH_SIZE": "10000000000",
+        "ROUTINE_BATCH_PAUSE": "-1ms",
         "ROUTINE_MAX_BACKOFF": "-30s",
         "POSTGRES_HOST": "",
         "POSTGRES_PORT": "-1",

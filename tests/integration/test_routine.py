@@ -1,6 +1,7 @@
 """The routine on the real PostgreSQL: what it deletes, with replicas, across an outage."""
 
 import asyncio
+import json
 import re
 import signal
 import time
@@ -54,12 +55,63 @@ async def test_a_replica_skips_while_another_holds_the_lock(db_pool: asyncpg.Poo
     assert await stored_ids(db_pool) == set()
 
 
+async def test_the_pause_comes_between_batches_with_the_lock_held(db_pool: asyncpg.Pool) -> None:
+    """A pause far longer than the test: the tick stops after exactly one batch and waits there,
+    holding the lock, until ``stop`` ends the pause. Nothing here depends on how fast it runs."""
+    await insert_rows(db_pool, range(1, 3), age_seconds=60)
+    # One short batch is also the last one: no pause after it, the tick returns at once.
+    alone = await asyncio.wait_for(expire_once(db_pool, 30, 3, pause=3600), timeout=10)
+    assert (alone.deleted, alone.batches) == (2, 1)
+
+    await insert_rows(db_pool, range(1, 11), age_seconds=60)
+    stop = asyncio.Event()
+    tick = asyncio.create_task(expire_once(db_pool, 30, 3, pause=3600, stop=stop))
+
+    async def first_batch_done() -> bool:
+        return len(await stored_ids(db_pool)) == 7
+
+    await eventually(first_batch_done, timeout=10, what="the first batch of 3 deleted")
+    assert not (await expire_once(db_pool, 30, 3)).ran  # the pausing tick holds the lock
+    assert not tick.done()
+    stop.set()
+    paused = await asyncio.wait_for(tick, timeout=10)
+    assert (paused.ran, paused.deleted, paused.batches) == (True, 3, 1)
+    assert len(await stored_ids(db_pool)) == 7  # left for the next tick
+    done = await expire_once(db_pool, 30, 3, pause=0.001)
+    assert (done.deleted, done.batches) == (7, 3)
+    assert await stored_ids(db_pool) == set()
+
+
+async def test_sigterm_ends_a_pause_without_waiting_it_out(
+    db_pool: asyncpg.Pool, database_url: str, spawn: Callable[..., ServiceProcess]
+) -> None:
+    """The routine as a process reads ROUTINE_BATCH_PAUSE: with the longest allowed pause it
+    deletes one batch of 7 and pauses; SIGTERM then stops it at once, the rest left stale."""
+    await insert_rows(db_pool, range(1, 101), age_seconds=60)
+    routine = spawn("routine", routine_env(database_url, ROUTINE_BATCH_PAUSE="10s"))
+
+    async def first_batch_done() -> bool:
+        return len(await stored_ids(db_pool)) < 100
+
+    await eventually(first_batch_done, timeout=20, what="the first batch deleted")
+    routine.signal(signal.SIGTERM)
+    assert routine.wait(timeout=5) == 0
+    assert len(await stored_ids(db_pool)) == 93
+    ticks = [
+        entry
+        for entry in map(json.loads, routine.output().splitlines())
+        if entry.get("event") == "expiry_tick"
+    ]
+    assert [(tick["deleted"], tick["batches"]) for tick in ticks] == [(7, 1)]
+
+
 def routine_env(database_url: str, **extra: str) -> dict[str, str]:
     return {
         **postgres_env(database_url),
         "ROUTINE_INTERVAL": "100ms",
         "OBJECT_TTL": "2s",
         "ROUTINE_BATCH_SIZE": "7",
+        "ROUTINE_BATCH_PAUSE": "10ms",
         "STARTUP_TIMEOUT": "20s",
         **extra,
     }
