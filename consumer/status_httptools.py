@@ -12,8 +12,8 @@ never holds more), the connect timeout (``timeout``), and the reuse rule (only a
 answer the parser says may be kept alive, with no bytes beyond it), ``https://`` with the
 system's trust store and host-name check (``ssl.create_default_context``, which honours
 ``SSL_CERT_FILE``), and a resolver cache: the host's addresses are looked up at most once per
-``DNS_TTL`` seconds (aiohttp's default too), one lookup at a time, and new connections go to
-them in turn.
+``DNS_TTL`` seconds (aiohttp's default too), one lookup at a time, new connections go to them
+in turn, and when a new lookup fails the last addresses found are used until one succeeds.
 """
 
 from __future__ import annotations
@@ -219,6 +219,13 @@ class HttptoolsStatusClient(SweptClient):
             addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
             if not addresses:
                 raise OSError(f"no address for {self._host}")
+        except OSError:
+            if not self._addresses:
+                raise
+            # The resolver is away, not the host: keep connecting to the addresses it last gave
+            # (asked again on the next new connection), rather than fail every lookup meanwhile.
+            return self._addresses
+        else:
             self._addresses, self._resolved_at = addresses, time.monotonic()
             return addresses
         finally:

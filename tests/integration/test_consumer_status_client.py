@@ -281,3 +281,26 @@ async def test_a_host_that_does_not_resolve_fails_the_lookup(
     async with client(nowhere) as status:
         with pytest.raises(StatusFailure):
             await status.lookup(1)
+
+
+async def test_the_httptools_client_keeps_the_last_addresses_while_the_resolver_fails(
+    servers: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every new connection asks the resolver again (TTL 0 here); once it fails, the client
+    connects to the address it found before instead of failing the lookup."""
+    from consumer import status_httptools
+
+    monkeypatch.setattr(status_httptools, "DNS_TTL", 0.0)
+    server = await serve(servers, [online(2), online(4)], close_after=1)
+    server.url = server.url.replace("127.0.0.1", "localhost")
+    async with HttptoolsStatusClient(server.url, max_connections=4, timeout=2.0) as status:
+        assert await status.lookup(2) is True
+        await eventually(lambda: server.seen_closed == 1, timeout=5)
+        loop = asyncio.get_running_loop()
+
+        async def resolver_away(*args: object, **kwargs: object) -> None:
+            raise OSError("resolver away")
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolver_away)
+        assert await status.lookup(4) is True
+    assert server.connections == 2
