@@ -85,6 +85,7 @@ class Figures:
     durable_check: str = "n/a"
     generator: str = "wrk"
     cpu_ms_per_callback: float = float("nan")  # the target's CPU during the fixed-rate run
+    saturated_cpu_ms_per_callback: float = float("nan")  # ... during the saturation run
     peak_rss_mb: float = float("nan")
     latencies: list[float] = field(default_factory=list)  # fixed-rate run, s
 
@@ -376,7 +377,10 @@ async def measure(
 
         figures.generator = "wrk" if args.wrk else "aiohttp closed loop"
         warmup = await saturate(args.warmup) if args.warmup else WrkResult(0, 0, 0, "", 0)
+        saturated = CpuMeter(running.process.pid)
+        saturated.start()
         main_run = await saturate(args.duration)
+        figures.saturated_cpu_ms_per_callback = 1000 * saturated.stop() / max(main_run.ok, 1)
         figures.rate, figures.p50_ms, figures.p99_ms = (
             main_run.rate,
             main_run.p50_ms,
@@ -567,6 +571,7 @@ def print_table(targets: list[Target], results: list[Figures], args: AcceptanceR
         ("  vs bare", [f"{r.rate / bare:.2f}" for r in results]),
         ("  p50 / p99 ms", [f"{r.p50_ms:.1f} / {r.p99_ms:.1f}" for r in results]),
         ("  wrk errors", [r.errors or "none" for r in results]),
+        ("  CPU ms per callback", [f"{r.saturated_cpu_ms_per_callback:.3f}" for r in results]),
         (
             "open loop: offered / achieved",
             [
@@ -582,6 +587,7 @@ def print_table(targets: list[Target], results: list[Figures], args: AcceptanceR
             ],
         ),
         ("  failed or non-2xx", [str(r.fixed_failed) for r in results]),
+        ("  CPU ms per callback", [f"{r.cpu_ms_per_callback:.3f}" for r in results]),
         (
             "callbacks spooled (all runs)",
             [

@@ -65,7 +65,7 @@ class CallbackEndpoint:
 
     def _refuse(self, rejected: CallbackRejected) -> Response:
         unauthorized = rejected.status == 401
-        self._metrics.callbacks.labels("unauthorized" if unauthorized else "rejected").inc()
+        self._metrics.outcomes["unauthorized" if unauthorized else "rejected"].inc()
         response = error_response(rejected.status, rejected.error, rejected.detail)
         if unauthorized and self._auth.bearer_token:
             response.headers["WWW-Authenticate"] = "Bearer"
@@ -75,14 +75,14 @@ class CallbackEndpoint:
         try:
             accepted = await self._ingest.accept(callback_id, ids)
         except SpoolUnavailable as error:
-            self._metrics.callbacks.labels("unavailable").inc()
+            self._metrics.outcomes["unavailable"].inc()
             log.error("callback_refused", ids=len(ids), error=str(error))
             response = error_response(
                 503, "unavailable", "broker and spool are both unavailable; retry"
             )
             response.headers["Retry-After"] = "1"
             return response
-        self._metrics.callbacks.labels("spooled" if accepted.spooled else "confirmed").inc()
+        self._metrics.outcomes["spooled" if accepted.spooled else "confirmed"].inc()
         self._metrics.ids.inc(accepted.accepted)
         return Response(
             orjson.dumps(

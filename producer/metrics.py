@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-OUTCOMES = ("confirmed", "spooled", "rejected", "unavailable")
+OUTCOMES = ("confirmed", "spooled", "rejected", "unauthorized", "unavailable")
 # The tester gives up after 1 s; a confirm takes ~2 ms, a spooled callback PUBLISH_TIMEOUT (250 ms).
 CALLBACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 1, 2.5)
 
@@ -18,8 +18,9 @@ class ProducerMetrics:
             ["outcome"],
             registry=registry,
         )
-        for outcome in OUTCOMES:
-            self.callbacks.labels(outcome)  # every outcome has a series from the start
+        # Every outcome has a series from the start; the children are looked up once here
+        # (labels() costs ~0.6 µs, once per callback).
+        self.outcomes = {outcome: self.callbacks.labels(outcome) for outcome in OUTCOMES}
         self.ids = Counter(
             "lastseen_producer_ids",
             "unique ids made durable (confirmed or spooled)",

@@ -19,14 +19,14 @@ and one task writes.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
 
 import aiormq
+import pamqp.frame
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import AbstractConnection, ChannelFrame
 from pamqp import commands as spec
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 from common.messages import CONTENT_TYPE, OutgoingMessage
 from producer.confirms import Unconfirmed, settle
@@ -76,9 +76,7 @@ class ConfirmPipeline:
         if not channel.publisher_confirms:
             raise ValueError("the channel must be in confirm mode")
         self._channel = channel
-        # Default exchange straight to the queue; mandatory, so a missing queue is a Return
-        # (a failure), not a silent drop that the broker would still confirm.
-        self._publish = spec.Basic.Publish(exchange="", routing_key=queue_name, mandatory=True)
+        self._frames = PublishFrames(channel.number, queue_name, channel.max_content_size)
         self._outbox: list[tuple[OutgoingMessage, asyncio.Future[object]]] = []
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_batches(), name="publish-pipeline")
@@ -105,7 +103,7 @@ class ConfirmPipeline:
             await self._wake.wait()
             self._wake.clear()
             batch, self._outbox = self._outbox, []
-            frames: list[object] = []
+            frames: list[bytes] = []
             for message, confirmation in batch:
                 if confirmation.done():
                     continue
@@ -114,28 +112,69 @@ class ConfirmPipeline:
                 channel.confirmations[tag] = confirmation
                 channel.message_id_delivery_tag[message.message_id] = tag
                 confirmation.add_done_callback(_Forget(channel, message.message_id, tag))
-                frames.append(self._publish)
-                frames.append(
-                    ContentHeader(
-                        properties=spec.Basic.Properties(
-                            delivery_mode=_PERSISTENT,
-                            content_type=CONTENT_TYPE,
-                            message_id=message.message_id,
-                        ),
-                        body_size=len(message.body),
-                    )
-                )
-                frames.extend(_body_frames(message.body, channel.max_content_size))
+                self._frames.append(frames, message)
             if frames:
-                await channel.write_queue.put(
-                    ChannelFrame.marshall(channel_number=channel.number, frames=frames)  # type: ignore[arg-type]
-                )
+                await channel.write_queue.put(ChannelFrame(b"".join(frames), should_close=False))
 
 
-def _body_frames(body: bytes, max_size: int) -> list[ContentBody]:
-    if len(body) <= max_size:
-        return [ContentBody(body)]
-    return [ContentBody(body[i : i + max_size]) for i in range(0, len(body), max_size)]
+_PUBLISH_FLAGS = 0x9080  # Basic properties present: content-type, delivery-mode, message-id
+_NO_ID_FLAGS = 0x9000  # content-type, delivery-mode
+_FRAME_END = b"\xce"
+
+
+class PublishFrames:
+    """The wire bytes of one persistent, mandatory publish to ``queue_name`` on the default
+    exchange: the Basic.Publish method frame, the content header, the body frame(s).
+
+    pamqp builds the same bytes from frame objects (``ChannelFrame.marshall``) at ~8 µs a message
+    of 200 ids; here the method frame is marshalled once, by pamqp, and the header and body frames
+    are packed with ``struct`` (~1.5 µs). tests/unit/test_producer_frames.py compares the two byte
+    for byte.
+    """
+
+    def __init__(self, channel_number: int, queue_name: str, max_content_size: int) -> None:
+        # Default exchange straight to the queue; mandatory, so a missing queue is a Return
+        # (a failure), not a silent drop that the broker would still confirm.
+        self._method = pamqp.frame.marshal(
+            spec.Basic.Publish(exchange="", routing_key=queue_name, mandatory=True),
+            channel_number,
+        )
+        self._channel_number = channel_number
+        self._max_content_size = max_content_size
+        self._content_type = _short_string(CONTENT_TYPE) + bytes([_PERSISTENT])
+
+    def append(self, out: list[bytes], message: OutgoingMessage) -> None:
+        """Append the frames of ``message`` to ``out``."""
+        body = message.body
+        if message.message_id:
+            header = (
+                struct.pack(">HHQH", spec.Basic.frame_id, 0, len(body), _PUBLISH_FLAGS)
+                + self._content_type
+                + _short_string(message.message_id)
+            )
+        else:  # as pamqp does, an empty property is left out
+            header = (
+                struct.pack(">HHQH", spec.Basic.frame_id, 0, len(body), _NO_ID_FLAGS)
+                + self._content_type
+            )
+        out.append(self._method)
+        out.append(self._frame(2, header))  # content header frame
+        size = self._max_content_size
+        chunks = (
+            [body] if len(body) <= size else [body[i : i + size] for i in range(0, len(body), size)]
+        )
+        for chunk in chunks:  # body frames; the body is not copied until the batch is joined
+            out += (struct.pack(">BHI", 3, self._channel_number, len(chunk)), chunk, _FRAME_END)
+
+    def _frame(self, kind: int, payload: bytes) -> bytes:
+        return struct.pack(">BHI", kind, self._channel_number, len(payload)) + payload + _FRAME_END
+
+
+def _short_string(text: str) -> bytes:
+    encoded = text.encode()
+    if len(encoded) > 255:
+        raise ValueError(f"{text[:40]!r}…: longer than an AMQP short string (255 bytes)")
+    return bytes([len(encoded)]) + encoded
 
 
 class _Forget:

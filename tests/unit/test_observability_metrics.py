@@ -51,7 +51,7 @@ def test_every_outcome_has_a_series_before_it_happens() -> None:
     registry = CollectorRegistry()
     ProducerMetrics(registry, spool_depth=lambda: 0)
     RoutineMetrics(registry, object_ttl=30)
-    for outcome in ("confirmed", "spooled", "rejected", "unavailable"):
+    for outcome in ("confirmed", "spooled", "rejected", "unauthorized", "unavailable"):
         assert sample(registry, "lastseen_producer_callbacks_total", outcome=outcome) == 0
     for outcome in ("ran", "skipped", "failed"):
         assert sample(registry, "lastseen_routine_ticks_total", outcome=outcome) == 0

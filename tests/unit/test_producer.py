@@ -231,3 +231,17 @@ async def test_settle_with_every_message_acked_or_none_at_all() -> None:
     confirmed = await settle([OutgoingMessage("cb.0", b"{}")], [acked], 1.0, "work")
     assert confirmed == Unconfirmed([])
     assert await settle([], [], 1.0, "work") == Unconfirmed([])
+
+
+async def test_settle_returns_with_the_last_answer_not_at_the_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    messages = [OutgoingMessage(f"cb.{n}", b"{}") for n in range(3)]
+    answers = [loop.create_future() for _ in messages]
+    for delay, answer in zip((0.0, 0.01, 0.02), answers, strict=True):
+        loop.call_later(delay, answer.set_result, spec.Basic.Ack(delivery_tag=1))
+    started = loop.time()
+
+    outcome = await settle(messages, answers, 30.0, "work")
+
+    assert outcome == Unconfirmed([])
+    assert loop.time() - started < 10  # returned on the answers, long before the 30 s timeout
