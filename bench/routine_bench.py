@@ -236,6 +236,13 @@ def main() -> None:
             f"max {1000 * max(values, default=float('nan')):.1f} ms (n={len(values)})"
         )
     print(f"p99 during / without: {figures.ratio:.2f} (target <= 2)")
+    slowest = sorted(figures.timeline, key=lambda point: point[1])[-3:]
+    print(
+        "slowest upserts (s after the routine started: ms): "
+        + ", ".join(
+            f"{t - figures.routine_started:+.2f}: {1000 * latency:.1f}" for t, latency in slowest
+        )
+    )
 
 
 if __name__ == "__main__":
