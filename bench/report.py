@@ -271,9 +271,9 @@ def _header(results: Results) -> list[str]:
         "status API is `bench/consumer_status_server.py` (a plain asyncio protocol on uvloop, "
         "so that it is not the bottleneck: its CPU per id is in each table)",
         "- everything on this one machine: RabbitMQ, PostgreSQL, the services, the stand-in "
-        "status API and the load generators. **The machine was shared** with other work "
-        "(other sessions' tests and loads), so absolute rates and latencies are noisy; CPU per "
-        "id, peak memory and the ratios are the robust figures.",
+        "status API and the load generators, and possibly other work (the load averages above "
+        "say how busy it was): absolute rates and latencies are noisy; CPU per id, peak memory "
+        "and the ratios are the robust figures.",
         "",
     ]
 
