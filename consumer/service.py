@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,6 +13,7 @@ import structlog
 
 from common.amqp import Topology, connect_amqp, declare_topology
 from common.db import Executor, migrate, open_pool
+from common.heap import freeze_startup_heap
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
 from common.probes import DatabaseProbe
@@ -68,6 +68,9 @@ PUBLISH_TIMEOUT = 10.0
 FLUSH_RESERVE = 2.0
 
 
+YOUNG_GC_THRESHOLD = 200_000
+
+
 def tune_gc() -> None:
     """Never re-scan what start-up built, and start a young collection only after 200,000 more
     allocations than deallocations.
@@ -84,8 +87,7 @@ def tune_gc() -> None:
     leaves cycles (a refused connection leaves ~45 objects) is collected after ~4,000 such
     failures, a few tens of MB at most.
     """
-    gc.freeze()
-    gc.set_threshold(200_000, 10, 10)
+    freeze_startup_heap(YOUNG_GC_THRESHOLD)
 
 
 async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
