@@ -11,13 +11,14 @@ class RoutineSettings(PostgresSettings):
         30.0, gt=0, description="delete objects whose last_seen is older than this"
     )
     routine_batch_size: int = Field(
-        5000, ge=1, le=1_000_000, description="rows deleted per statement (bounds lock time)"
+        1000, ge=1, le=1_000_000, description="rows deleted per statement (bounds lock time)"
     )
-    # 20ms: with a batch of 5,000 taking ~9 ms, deletes still run at ~165,000 rows/s (1,000,000 in
-    # 6 s), above one primary's insert rate, while writers get two thirds of the time; see
-    # docs/benchmarks/NOTES.md for the measurements at 0, 20, 50 and 100 ms.
+    # 1,000 rows and 4ms: a batch takes ~2 ms, so deletes still run at ~150,000 rows/s (1,000,000
+    # in under 7 s), above one primary's insert rate, and an upsert that meets a batch waits for a
+    # short one: upsert p99 during a million-row delete 0.6-1.0x the p99 without it, against
+    # 1.8-2.9x with 5,000 rows and 20ms (docs/benchmarks/NOTES.md).
     routine_batch_pause: Duration = Field(
-        0.02,
+        0.004,
         ge=0,
         le=10,
         description="pause between two delete batches of one run, so writers get the database "
