@@ -59,6 +59,9 @@ class Counters:
         self.peak = 0
         self.served = 0
 
+    def stats(self) -> dict[str, int]:
+        return {"served": self.served, "in_flight": self.in_flight, "peak": self.peak}
+
 
 class StatusProtocol(asyncio.Protocol):
     """One client connection: parse request heads, answer each after its id's delay."""
@@ -101,9 +104,7 @@ class StatusProtocol(asyncio.Protocol):
                 return
             target = parts[1]
             if target == b"/stats":
-                counters = self.counters
-                body = {"served": counters.served, "in_flight": counters.in_flight}
-                self._write(_response(b"200 OK", orjson.dumps(body | {"peak": counters.peak})))
+                self._write(_response(b"200 OK", orjson.dumps(self.counters.stats())))
                 continue
             if not target.startswith(b"/objects/"):
                 self._write(NOT_FOUND)
