@@ -44,6 +44,11 @@ class ViewSettings(AmqpSettings):
     )
 
 
+class ViewAndDatabaseSettings(ViewSettings, PostgresSettings):
+    """Also ``POSTGRES_*``, as the consumer reads them: the view without ``--dsn``. One model, so
+    one line names every bad setting."""
+
+
 @dataclass(frozen=True)
 class Config:
     producer: str
@@ -79,17 +84,16 @@ def load_config(
     for name in files:
         if name != DEFAULT_ENV_FILE and not Path(name).is_file():
             raise ConfigurationError(f"--env-file {name}: no such file")
-    view = _build(ViewSettings, files)
-    ports = (view.consumer_1_metrics_port, view.consumer_2_metrics_port)
-    from_ports = [f"http://127.0.0.1:{port}" for port in ports if port is not None]
+    view: ViewSettings
     if dsn:
         # a libpq URL as given, with its own sslmode: POSTGRES_* are not read at all
+        view = _build(ViewSettings, files)
         database = Database(dsn=dsn, ssl=None, user=urlsplit(dsn).username or "postgres")
     else:
-        postgres = _build(PostgresSettings, files)
-        database = Database(
-            dsn=postgres.postgres_dsn, ssl=postgres.postgres_ssl(), user=postgres.postgres_user
-        )
+        view = full = _build(ViewAndDatabaseSettings, files)
+        database = Database(dsn=full.postgres_dsn, ssl=full.postgres_ssl(), user=full.postgres_user)
+    ports = (view.consumer_1_metrics_port, view.consumer_2_metrics_port)
+    from_ports = [f"http://127.0.0.1:{port}" for port in ports if port is not None]
     endpoint = str(view.callback_endpoint).rstrip("/") if view.callback_endpoint else None
     return Config(
         producer=producer or endpoint or DEFAULT_PRODUCER,
