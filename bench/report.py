@@ -707,8 +707,9 @@ def _overload(results: Results) -> list[str]:
         f"One consumer's capacity on this machine: {capacity_text}. Offered "
         f"{results.overload_factor:g}× that — **{o.run.rate:,.0f} ids/s** as 200-id callbacks to "
         f"`python -m producer` for {o.window:.0f} s, at the real delays, the consumer at "
-        f"`nice -n {o.run.consumer_nice}` (the knob `scripts/run` and compose use, see the "
-        "README), the tester's 1 s client timeout: a slower answer counts as missed.",
+        f"`nice -n {o.run.consumer_nice}` (the knob `scripts/run` and compose use, see "
+        "operations.md, CPU priority), the tester's 1 s client timeout: a slower answer counts "
+        "as missed.",
         "",
         *table(
             ("", "measured"),
