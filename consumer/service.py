@@ -146,14 +146,6 @@ async def _serve(
         },
         service="consumer",
     )
-    subscription = Subscription(
-        connection,
-        worker,
-        queue_name=settings.queue_name,
-        max_consumers=settings.max_consumers,
-        prefetch=settings.prefetch,
-        watchdog_interval=settings.watchdog_interval,
-    )
     # Every task (and the metrics server) is started in this stack, so whatever raises below
     # (a refused subscription, a crash) cancels and awaits them: none outlives the call.
     async with contextlib.AsyncExitStack() as tasks:
@@ -161,7 +153,14 @@ async def _serve(
         start_in(tasks, database.run())
         start_in(tasks, beat_forever())
         writer_task = start_in(tasks, writer.run(worker))
-        await subscription.start()
+        subscription = await Subscription.open(
+            connection,
+            worker,
+            queue_name=settings.queue_name,
+            max_consumers=settings.max_consumers,
+            prefetch=settings.prefetch,
+            watchdog_interval=settings.watchdog_interval,
+        )
         log.info(
             "consumer_started",
             queue=settings.queue_name,
