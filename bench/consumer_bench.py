@@ -94,7 +94,7 @@ class ConsumerRun:
     delay_max: float = 4.3
     batch_rows: int = 500
     batch_delay: str = "50ms"
-    status_client: str = "httptools"  # STATUS_CLIENT: fast | standard | httptools
+    status_client: str = "httptools"  # STATUS_CLIENT: httptools | standard
     via_producer: bool = False  # callbacks to a real producer instead of publishing directly
     consumer_nice: int = 0
     track_commits: bool = False
@@ -696,9 +696,7 @@ def main() -> None:
     parser.add_argument("--delay-max", type=float, default=4.3)
     parser.add_argument("--batch-rows", type=int, default=500)
     parser.add_argument("--batch-delay", default="50ms")
-    parser.add_argument(
-        "--status-client", choices=["fast", "standard", "httptools"], default="httptools"
-    )
+    parser.add_argument("--status-client", choices=["httptools", "standard"], default="httptools")
     parser.add_argument("--via-producer", action="store_true", help="callbacks to a producer")
     parser.add_argument("--nice", type=int, default=0, help="run the consumer under nice -n N")
     parser.add_argument("--drain", action="store_true", help="time the backlog's drain after")
