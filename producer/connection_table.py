@@ -161,8 +161,8 @@ class ConnectionTable(Generic[K]):
 RESERVED_DESCRIPTORS = 64
 # Uvicorn's default backlog; the kernel caps it at net.core.somaxconn (4096 on Linux >= 5.4).
 LISTEN_BACKLOG = 2048
-# Each held connection costs the producer ~6 KiB (protocol, parser, transport; measured in the
-# slowclients tier), so the cap also bounds memory: 10,000 connections ≈ 60 MiB.
+# Each held connection costs the producer ~10 KiB (protocol, parser, transport, a request task
+# for a body; RSS in the slowclients tier), so the cap also bounds memory: 10,000 ≈ 100 MiB.
 MOST_CONNECTIONS = 10_000
 
 

@@ -25,6 +25,9 @@ log = structlog.get_logger("producer")
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 # How often the deadlines are checked, at most: a deadline is kept within this much.
 LONGEST_SWEEP = 1.0
+# While slow clients are being closed, one log line this often, not one per connection: a flood
+# must not become a flood of log lines.
+REPORT_EVERY = 10.0
 
 
 class ConnectionGuard:
@@ -52,11 +55,9 @@ class ConnectionGuard:
             for protocol, stage in self.table.expired(monotonic()):
                 self.closed["head_timeout" if stage is Stage.HEAD else "body_timeout"] += 1
                 protocol.close_slow(answer_408=stage is Stage.HEAD)
-            # One line every few seconds while slow clients are being closed, not one per
-            # connection: a flood must not become a flood of log lines.
             if self.closed != reported and monotonic() >= next_report:
                 log.warning("slow_clients_closed", open=len(self.table), **self.closed)
-                reported, next_report = dict(self.closed), monotonic() + 10.0
+                reported, next_report = dict(self.closed), monotonic() + REPORT_EVERY
 
     def evict(self, protocols: list[_GuardedProtocol]) -> None:
         self.closed["evicted"] += len(protocols)
