@@ -106,11 +106,12 @@ def refused_at_accept(port: int, source: str) -> bool:
     with socket.socket() as probe:
         probe.bind((source, 0))
         probe.settimeout(3.0)
-        probe.connect(("127.0.0.1", port))
-        probe.sendall(b"GET /health HTTP/1.1\r\nhost: balancer\r\n\r\n")
         try:
+            # The reset may come before connect() returns, or after: either way, refused.
+            probe.connect(("127.0.0.1", port))
+            probe.sendall(b"GET /health HTTP/1.1\r\nhost: balancer\r\n\r\n")
             return probe.recv(4096) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             return True
 
 
