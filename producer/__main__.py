@@ -15,6 +15,7 @@ from common.heap import freeze_startup_heap
 from common.versions import FastPath
 from producer.api import create_app
 from producer.confirms import FAST_PATH, PublishMode
+from producer.guarded_http import ConnectionGuard
 from producer.ingest import Ingest
 from producer.publisher import Publisher
 from producer.settings import ProducerSettings
@@ -56,12 +57,20 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             ssl_context=settings.amqp_ssl_context(),
         )
         app = create_app(Ingest(settings, publisher, spool))
+        # Slow and idle clients: deadlines for heads and bodies, and a cap that evicts the
+        # connections that made the least progress (docs/slow-clients.md).
+        guard = ConnectionGuard(
+            settings.max_connections,
+            settings.producer_header_timeout,
+            settings.producer_body_timeout,
+        )
         server = _Server(
             uvicorn.Config(
                 app,
                 host=settings.producer_host,
                 port=settings.producer_port,
-                http="httptools",
+                http=guard.protocol_class,
+                backlog=settings.connection_budget().backlog,
                 lifespan="on",
                 access_log=False,
                 log_config=None,
@@ -85,12 +94,15 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             port=settings.producer_port,
             broker=settings.amqp_uri_masked,
             callback_auth=_auth_mode(settings),
+            max_connections=settings.max_connections,
         )
         freeze_startup_heap(YOUNG_GC_THRESHOLD)
         async with asyncio.TaskGroup() as tasks:
             stopper = tasks.create_task(graceful_exit())
+            deadlines = tasks.create_task(guard.enforce_deadlines())
             await server.serve()
             stopper.cancel()
+            deadlines.cancel()
     finally:
         await spool.close()
 

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
 from producer.confirms import PublishMode
+from producer.connection_table import ConnectionBudget, connection_budget, open_file_limit
+
+# Below this many connections a producer cannot serve a tester and its own probes under a flood.
+FEWEST_CONNECTIONS = 16
 
 
 class ProducerSettings(AmqpSettings, CallbackAuthSettings):
@@ -69,3 +73,48 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
         description="signed callbacks: how far webhook-timestamp may be from the producer's "
         "clock, either way",
     )
+    producer_header_timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description="a client must send a whole request head within this time of connecting (or "
+        "of its first byte after an idle keep-alive); slower: 408 and the connection closed",
+    )
+    producer_body_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="a client must send a whole request body within this time of its head; "
+        "slower: the connection closed",
+    )
+    producer_max_connections: int | None = Field(
+        None,
+        ge=FEWEST_CONNECTIONS,
+        description="most open client connections; at the cap a new connection closes the one "
+        "that made the least progress (oldest incomplete head, longest idle, oldest incomplete "
+        "body); unset: the open-file limit less a reserve, at most 10000",
+    )
+
+    @model_validator(mode="after")
+    def _connections_within_open_files(self) -> ProducerSettings:
+        budget = self.connection_budget()
+        if budget.default < FEWEST_CONNECTIONS:
+            raise ValueError(
+                f"the open-file limit (ulimit -n) leaves room for {budget.descriptor_safe} "
+                f"connections, fewer than {FEWEST_CONNECTIONS}: raise it"
+            )
+        wanted = self.producer_max_connections
+        if wanted is not None and wanted > budget.descriptor_safe:
+            raise ValueError(
+                f"PRODUCER_MAX_CONNECTIONS: {wanted} would run out of file descriptors; the "
+                f"open-file limit (ulimit -n) leaves room for {budget.descriptor_safe}"
+            )
+        return self
+
+    def connection_budget(self) -> ConnectionBudget:
+        return connection_budget(open_file_limit())
+
+    @property
+    def max_connections(self) -> int:
+        """PRODUCER_MAX_CONNECTIONS, or the default the open-file limit allows."""
+        if self.producer_max_connections is not None:
+            return self.producer_max_connections
+        return self.connection_budget().default
