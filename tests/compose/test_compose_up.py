@@ -152,13 +152,16 @@ def test_a_killed_consumer_and_a_restarted_broker_lose_no_callback(up: Up) -> No
 def test_the_image_runs_as_its_non_root_user_and_is_healthy(up: Up) -> None:
     project = up.project
     image = json.loads(project.engine.docker("image", "inspect", "lastseen:latest"))[0]
-    assert image["Config"]["User"] == "lastseen"
+    assert image["Config"]["User"] == "10001:10001"
     assert image["Config"]["Healthcheck"]["Test"][0] == "CMD"
     for service in APP_SERVICES:
         for container in project.containers(service):
             assert container["State"]["Health"]["Status"] == "healthy", container["Name"]
-            uid = project.engine.docker("exec", container["Id"], "id", "-u").strip()
-            assert uid == "10001", (container["Name"], uid)
+            ids = project.engine.docker("exec", container["Id"], "id").strip()
+            assert ids.startswith("uid=10001(lastseen) gid=10001(lastseen)"), (
+                container["Name"],
+                ids,
+            )
             pid1 = project.engine.docker("exec", container["Id"], "cat", "/proc/1/cmdline")
             assert pid1.split("\0")[:3] == ["python", "-m", service], pid1
 
