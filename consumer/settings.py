@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from common.amqp import RETRY_TIERS_MS
+from common.open_files import OTHER_DESCRIPTORS, OpenFiles
 from common.settings import AmqpSettings, Duration, PostgresSettings
 from consumer.status import StatusClientKind
 
@@ -73,6 +74,17 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("RETRY_BASE_DELAY must not exceed RETRY_MAX_DELAY")
         return self
+
+    def open_files(self) -> OpenFiles:
+        """Descriptors held at once: a socket per status lookup in flight and per database
+        connection, and the process's own few."""
+        return OpenFiles(
+            needed=self.max_consumers + self.postgres_pool_size + OTHER_DESCRIPTORS,
+            setting="MAX_CONSUMERS",
+            value=self.max_consumers,
+            why=f"{self.max_consumers} status lookups + {self.postgres_pool_size} database "
+            f"connections + {OTHER_DESCRIPTORS} others",
+        )
 
     @property
     def status_base_url(self) -> str:
