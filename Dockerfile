@@ -20,11 +20,13 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOG_FORMAT=json
-RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin lastseen \
+RUN groupadd --gid 10001 lastseen \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin lastseen \
     && install -d -o lastseen -g lastseen /var/lib/lastseen /var/lib/lastseen/spool
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
-USER lastseen
+# Numeric, so a kubelet enforcing runAsNonRoot can see the user is not root without a runAsUser.
+USER 10001:10001
 WORKDIR /var/lib/lastseen
 # HTTP services set HEALTHCHECK_URL; the others prove a live event loop with a heartbeat file.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -1,7 +1,8 @@
 """One way to run a service: settings → logging → library check → run until a signal → exit code.
 
 Exit codes, the same for every service: 0 after a clean stop (SIGTERM or SIGINT), 2 for a bad
-configuration or an untested library version behind a fast path (an operator's fix, no traceback),
+configuration, an open-file limit too low for it, or an untested library version behind a fast
+path (an operator's fix, no traceback),
 1 when a dependency stays away past the start-up deadline or a fatal error named by the service
 ends it (one logged line each).
 """
@@ -18,6 +19,7 @@ import structlog
 import uvloop
 
 from common.log import configure_logging
+from common.open_files import OpenFileLimitTooLow, OpenFiles, ensure_open_files
 from common.retrying import DependencyUnavailable
 from common.settings import ServiceSettings, load_settings
 from common.versions import FastPath, UntestedLibrary, check_fast_paths
@@ -34,16 +36,27 @@ def run_service(
     main: Main[S],
     *,
     fast_paths: Callable[[S], Iterable[FastPath]] = lambda _: (),
+    open_files: Callable[[S], OpenFiles] | None = None,
     fatal: Mapping[type[BaseException], str] | None = None,
 ) -> NoReturn:
     """Run ``main(settings, stop)`` on uvloop and exit with the service's exit code.
 
     ``fast_paths`` names the fast paths the settings select, checked before anything connects;
+    ``open_files`` the descriptors the settings need, for which the soft limit is raised first;
     ``fatal`` maps exceptions that end the service to the event logged for them (exit 1).
     """
     settings = load_settings(model, service)
     configure_logging(service, settings.log_level, settings.log_format)
     log = structlog.get_logger(service)
+    if open_files is not None:
+        try:
+            raised = ensure_open_files(open_files(settings))
+        except OpenFileLimitTooLow as error:
+            sys.stderr.write(f"{service}: configuration error: {error}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+        if raised:
+            log.info("open_file_limit_raised", soft_before=raised[0], soft=raised[1])
     try:
         check_fast_paths(fast_paths(settings))
     except UntestedLibrary as error:

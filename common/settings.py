@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
@@ -100,6 +101,21 @@ def _node_list_error(error: NodeListError) -> PydanticCustomError:
     return PydanticCustomError(NODE_LIST_ERROR, str(error))
 
 
+def uses_tls(nodes: Sequence[str]) -> bool:
+    """Whether every node of ``AMQP_URI`` is ``amqps://``; a list mixing schemes is refused.
+
+    One TLS context serves the whole list and the client may fail over to any node, so the
+    decision looks at every entry, never the first alone: an ``amqp://`` node behind an
+    ``amqps://`` first one would get the password in clear text.
+    """
+    secure = {node.strip().lower().startswith("amqps://") for node in nodes}
+    if len(secure) > 1:
+        raise ValueError(
+            "AMQP_URI mixes amqp:// and amqps:// nodes: every node must use TLS, or none"
+        )
+    return secure == {True}
+
+
 class AmqpSettings(ServiceSettings):
     amqp_uri: str = Field(
         pattern=r"^amqps?://",
@@ -145,9 +161,9 @@ class AmqpSettings(ServiceSettings):
         return self
 
     def amqp_ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for an ``amqps://`` URI, ``None`` for ``amqp://``."""
+        """The TLS context for ``amqps://`` nodes, ``None`` for ``amqp://`` ones."""
         tls_files = (self.amqp_tls_ca, self.amqp_tls_cert, self.amqp_tls_key)
-        if not self.amqp_uri.startswith("amqps://"):
+        if not uses_tls(self.amqp_nodes):
             if any(tls_files):
                 raise ValueError("AMQP_TLS_* settings need an amqps:// AMQP_URI")
             return None

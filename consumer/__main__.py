@@ -30,7 +30,12 @@ def run(argv: list[str] | None = None) -> None:
             await replay_dead(settings, args.limit)
 
         run_service("consumer", ReplaySettings, replay_main)
-    run_service("consumer", ConsumerSettings, consume)
+    run_service(
+        "consumer",
+        ConsumerSettings,
+        consume,
+        open_files=ConsumerSettings.open_files,
+    )
 
 
 if __name__ == "__main__":

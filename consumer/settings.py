@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from common.amqp import RETRY_TIERS_MS
+from common.open_files import OTHER_DESCRIPTORS, OpenFiles
 from common.settings import AmqpSettings, Duration, PostgresSettings
 from consumer.status import StatusClientKind
 
@@ -14,7 +15,12 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
     # 2000 in flight at the tester's mean 2.3 s delay is ~870 ids/s per process (Little's law),
     # five times the original pair of consumers, for ~2000 sockets and a few tens of MB.
     max_consumers: int = Field(
-        2000, ge=1, le=50_000, description="status requests in flight per process"
+        2000,
+        ge=1,
+        le=50_000,
+        description="status requests in flight per process; each holds a socket, so the "
+        "consumer raises its open-file soft limit to MAX_CONSUMERS + POSTGRES_POOL_SIZE + 64, or "
+        "exits 2 when the hard limit is lower",
     )
     status_timeout: Duration = Field(
         10.0, gt=0, description="connect and read timeout of one status request"
@@ -84,6 +90,17 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
         if self.retry_base_delay > self.retry_max_delay:
             raise ValueError("RETRY_BASE_DELAY must not exceed RETRY_MAX_DELAY")
         return self
+
+    def open_files(self) -> OpenFiles:
+        """Descriptors held at once: a socket per status lookup in flight and per database
+        connection, and the process's own few."""
+        return OpenFiles(
+            needed=self.max_consumers + self.postgres_pool_size + OTHER_DESCRIPTORS,
+            setting="MAX_CONSUMERS",
+            value=self.max_consumers,
+            why=f"{self.max_consumers} status lookups + {self.postgres_pool_size} database "
+            f"connections + {OTHER_DESCRIPTORS} others",
+        )
 
     @property
     def status_base_url(self) -> str:

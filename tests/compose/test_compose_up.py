@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.open_files import OTHER_DESCRIPTORS
 from tester.audit import audit
 from tests.support.compose import (
     COMPOSE_FILE,
@@ -152,15 +153,24 @@ def test_a_killed_consumer_and_a_restarted_broker_lose_no_callback(up: Up) -> No
 def test_the_image_runs_as_its_non_root_user_and_is_healthy(up: Up) -> None:
     project = up.project
     image = json.loads(project.engine.docker("image", "inspect", "lastseen:latest"))[0]
-    assert image["Config"]["User"] == "lastseen"
+    assert image["Config"]["User"] == "10001:10001"
     assert image["Config"]["Healthcheck"]["Test"][0] == "CMD"
     for service in APP_SERVICES:
         for container in project.containers(service):
             assert container["State"]["Health"]["Status"] == "healthy", container["Name"]
-            uid = project.engine.docker("exec", container["Id"], "id", "-u").strip()
-            assert uid == "10001", (container["Name"], uid)
+            ids = project.engine.docker("exec", container["Id"], "id").strip()
+            assert ids.startswith("uid=10001(lastseen) gid=10001(lastseen)"), (
+                container["Name"],
+                ids,
+            )
             pid1 = project.engine.docker("exec", container["Id"], "cat", "/proc/1/cmdline")
             assert pid1.split("\0")[:3] == ["python", "-m", service], pid1
+            if service == "consumer":  # the consumer's soft limit covers MAX_CONSUMERS
+                limits = project.engine.docker("exec", container["Id"], "cat", "/proc/1/limits")
+                [row] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+                env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+                needed = int(env["MAX_CONSUMERS"]) + 10 + OTHER_DESCRIPTORS  # pool: default
+                assert int(row.split()[3]) >= needed, row
 
 
 def test_stop_exits_zero_and_start_keeps_data_and_spool(up: Up) -> None:

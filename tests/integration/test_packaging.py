@@ -151,7 +151,7 @@ def _healthy(port: int) -> bool:
 
 def test_the_image_entry_points_exist() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
-    assert "USER lastseen" in dockerfile
+    assert "\nUSER 10001:10001\n" in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert dockerfile.count("FROM ") >= 2, "multi-stage: no build tools at run time"
 

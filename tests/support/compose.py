@@ -34,6 +34,8 @@ HOST_PORT_VARIABLES = {
     "POSTGRES_HOST_PORT": 5432,
     "PRODUCER_HOST_PORT": 9090,
     "TESTER_HOST_PORT": 9010,
+    "PROMETHEUS_HOST_PORT": 9091,
+    "GRAFANA_HOST_PORT": 3000,
 }
 EXPORT = re.compile(r"^export (\w+)=(.*)$")
 

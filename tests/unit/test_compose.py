@@ -11,6 +11,7 @@ import yaml
 from dotenv import dotenv_values
 
 from tests.support import config_table
+from tests.support.compose import HOST_PORT_VARIABLES
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +50,38 @@ def test_the_suite_has_its_services_and_ports() -> None:
     assert "5432:5432" in ports["db"]
     assert "9090:9090" in ports[app_services("producer")[0]]
     assert "9010:9010" in ports[app_services("tester")[0]]
+
+
+def test_every_published_host_port_is_a_variable_with_a_default() -> None:
+    """So one setting moves any of them off a port the host already uses, profiles included
+    (the compose tests give every one of them a free port)."""
+    used = {}
+    for name, spec in SERVICES.items():
+        for port in spec.get("ports", []):
+            mapping = re.fullmatch(r"\$\{(\w+):-([^}]+)\}:(\d+)", port)
+            assert mapping, f"{name} publishes {port!r}: use ${{<NAME>_HOST_PORT:-<default>}}"
+            variable, default, _ = mapping.groups()
+            assert variable.endswith("_HOST_PORT"), (name, variable)
+            assert variable not in used, f"{variable} published by {used.get(variable)} and {name}"
+            used[variable] = name
+            assert DOTENV[variable] == default, f".env's {variable} is not compose's default"
+            assert int(default.rpartition(":")[2]) == HOST_PORT_VARIABLES[variable]
+    assert set(used) == set(HOST_PORT_VARIABLES)
+    observability = {
+        v for v, name in used.items() if "observability" in SERVICES[name].get("profiles", [])
+    }
+    assert observability == {"PROMETHEUS_HOST_PORT", "GRAFANA_HOST_PORT"}
+    assert all(DOTENV[variable].startswith("127.0.0.1:") for variable in observability)
+
+
+def test_consumers_raise_their_own_open_file_limit() -> None:
+    """The consumer raises its soft limit to what MAX_CONSUMERS needs (common/open_files.py).
+    A compose ``ulimits: nofile`` above the engine's own hard limit stops the container at
+    start ("error setting rlimit type 7: operation not permitted", seen on an engine with a
+    hard limit of 20,000), so compose sets none and leaves the hard limit to the engine."""
+    for name in app_services("consumer"):
+        assert "nofile" not in SERVICES[name].get("ulimits", {}), name
+    assert "common/open_files.py" in (ROOT / "docker-compose.yml").read_text()
 
 
 def _resolved(port: str) -> str:

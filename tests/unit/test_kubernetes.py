@@ -1,14 +1,15 @@
 """deploy/kubernetes: what can be checked without a cluster.
 
 Every manifest renders with kubectl's own kustomize and validates against the API schemas of the
-Kubernetes version its guide (deploy/kubernetes/README.md) states; the custom resources (KEDA,
-RabbitMQ Cluster Operator, CloudNativePG) are checked for the fields the suite relies on; and the
-manifests agree with the settings models, the code's probe endpoints, the queue the services
-declare, and compose.
+Kubernetes version its guide (deploy/kubernetes/README.md) states; the custom resources (KEDA, RabbitMQ Cluster Operator,
+CloudNativePG) validate against the operators' own CRD schemas (tests/unit/crds/) and carry the
+fields the suite relies on; and the manifests agree with the settings models, the code's probe
+endpoints, the queue the services declare, and compose.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -40,7 +42,12 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 PRODUCTION = DEPLOY / "overlays" / "production"
-# The Kubernetes version validated against; the guide (deploy/kubernetes/README.md) states it.
+TRIAL_ONE_NODE = DEPLOY / "overlays" / "trial-one-node"
+CRDS = Path(__file__).parent / "crds"
+# The oldest CloudNativePG the guide (deploy/kubernetes/README.md) names: its schema must accept
+# the Cluster.
+CNPG_FLOOR = "postgresql.cnpg.io_clusters-v1.24.0.json"
+# The Kubernetes version validated against; the guide states it.
 KUBERNETES_VERSION = "1.37.0"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "RabbitmqCluster", "Cluster"}
 APP_DEPLOYMENTS = {
@@ -55,9 +62,9 @@ SETTINGS_MODELS = {
     "routine": RoutineSettings,
     "tester": tester_settings.TesterSettings,
 }
-DOCKERFILE_UID = int(
-    re.search(r"useradd --uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1)  # type: ignore[union-attr]
-)
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+DOCKERFILE_UID = int(re.search(r"useradd --uid (\d+)", DOCKERFILE).group(1))  # type: ignore[union-attr]
+DOCKERFILE_GID = int(re.search(r"groupadd --gid (\d+)", DOCKERFILE).group(1))  # type: ignore[union-attr]
 
 
 def kubectl() -> str | None:
@@ -119,6 +126,20 @@ def production() -> list[dict[str, Any]]:
     return render(PRODUCTION)
 
 
+@pytest.fixture(scope="module")
+def trial_one_node() -> list[dict[str, Any]]:
+    return render(TRIAL_ONE_NODE)
+
+
+@pytest.fixture(scope="module")
+def every_render(
+    suite: list[dict[str, Any]],
+    production: list[dict[str, Any]],
+    trial_one_node: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    return [*suite, *production, *trial_one_node]
+
+
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
@@ -164,15 +185,15 @@ def environment(objects: list[dict[str, Any]], deployment: dict[str, Any]) -> di
 
 
 def test_every_manifest_renders_and_validates_against_the_kubernetes_schema(
-    suite: list[dict[str, Any]], production: list[dict[str, Any]]
+    suite: list[dict[str, Any]], every_render: list[dict[str, Any]]
 ) -> None:
     checked = 0
-    for obj in [*suite, *production]:
+    for obj in every_render:
         if obj["kind"] in CUSTOM_KINDS:
-            continue  # no upstream schema: see the custom resource tests below
+            continue  # the operators' schemas: see the custom resource tests below
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
-    assert checked >= 20
+    assert checked >= 30
     assert {o["kind"] for o in suite} >= {
         "Namespace",
         "ConfigMap",
@@ -205,8 +226,10 @@ def test_the_guide_states_the_validated_version_and_the_pins_match() -> None:
 
 
 def test_every_file_in_the_tree_is_used() -> None:
-    used = {*listed_files(DEPLOY), *listed_files(PRODUCTION), DEPLOY / "kustomization.yaml"}
-    used |= {PRODUCTION / "kustomization.yaml"}
+    overlays = (PRODUCTION, TRIAL_ONE_NODE)
+    used = {*listed_files(DEPLOY), DEPLOY / "kustomization.yaml"}
+    for overlay in overlays:
+        used |= {*listed_files(overlay), overlay / "kustomization.yaml"}
     on_disk = {p.resolve() for p in DEPLOY.rglob("*.yaml")}
     assert on_disk == {p.resolve() for p in used}
 
@@ -227,6 +250,107 @@ def test_the_production_overlay_has_no_tester(
     assert not any("tester" in name for _, name in names), names
     assert config(production)["TESTER_ENDPOINT"] != config(suite)["TESTER_ENDPOINT"]
     assert "lastseen-tester" not in config(production)["TESTER_ENDPOINT"]
+
+
+# --- custom resources: the operators' CRD schemas -----------------------------------------------
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's structural schema as the API server applies it to ``kubectl apply``.
+
+    kubectl asks for strict field validation: a field the schema does not declare is refused,
+    unless the schema keeps unknown fields (``x-kubernetes-preserve-unknown-fields``) or maps
+    any key (``additionalProperties``). ``nullable`` admits null. (CEL rules,
+    ``x-kubernetes-validations``, are the API server's alone and not evaluated here.)
+    """
+    schema = dict(schema)
+    if schema.get("nullable") and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    if "properties" in schema:
+        schema["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
+    if isinstance(schema.get("items"), dict):
+        schema["items"] = strict(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = strict(schema["additionalProperties"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            schema[key] = [strict(sub) for sub in schema[key]]
+    keeps_unknown = schema.get("x-kubernetes-preserve-unknown-fields")
+    if (
+        schema.get("type") == "object"
+        and "additionalProperties" not in schema
+        and not keeps_unknown
+    ):
+        schema["additionalProperties"] = False
+    return schema
+
+
+def crd_validators() -> dict[tuple[str, str], dict[str, jsonschema.Draft4Validator]]:
+    """(apiVersion, kind) -> {vendored file: validator} for every CRD in tests/unit/crds/."""
+    validators: dict[tuple[str, str], dict[str, jsonschema.Draft4Validator]] = {}
+    for path in sorted(CRDS.glob("*.json")):
+        crd = json.loads(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = strict(version["schema"]["openAPIV3Schema"])
+            # The API server checks metadata itself, as ObjectMeta; the CRD says only "object".
+            schema["properties"]["metadata"] = {"type": "object"}
+            jsonschema.Draft4Validator.check_schema(schema)
+            key = (f"{group}/{version['name']}", kind)
+            validators.setdefault(key, {})[path.name] = jsonschema.Draft4Validator(schema)
+    return validators
+
+
+CRD_VALIDATORS = crd_validators()
+
+
+def crd_errors(obj: dict[str, Any], schema_file: str) -> list[str]:
+    validator = CRD_VALIDATORS[(obj["apiVersion"], obj["kind"])][schema_file]
+    return [
+        f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(obj)
+    ]
+
+
+def test_every_custom_resource_validates_against_its_operators_crd_schemas(
+    every_render: list[dict[str, Any]],
+) -> None:
+    used: set[str] = set()
+    custom = [obj for obj in every_render if obj["kind"] in CUSTOM_KINDS]
+    for obj in custom:
+        schemas = CRD_VALIDATORS.get((obj["apiVersion"], obj["kind"]))
+        assert schemas, f"no vendored CRD for {obj['apiVersion']} {obj['kind']}"
+        for schema_file in schemas:
+            name = f"{obj['kind']}/{obj['metadata']['name']}"
+            assert not crd_errors(obj, schema_file), (name, schema_file)
+            used.add(schema_file)
+    assert {obj["kind"] for obj in custom} == CUSTOM_KINDS
+    assert used == {path.name for path in CRDS.glob("*.json")}, "a vendored CRD checks nothing"
+    assert CNPG_FLOOR in used
+
+
+def test_the_crd_check_refuses_unknown_fields_and_wrong_types(suite: list[dict[str, Any]]) -> None:
+    """Not vacuous: CloudNativePG 1.24 does not know ``dataDurability`` (1.25 added it), so the
+    floor refuses a Cluster naming it while the newest release accepts it; a misspelt field and
+    a wrong type fail in each operator's schema."""
+    cluster = yaml.safe_load(yaml.safe_dump(find(suite, "Cluster", "lastseen-db")))
+    cluster["spec"]["postgresql"]["synchronous"]["dataDurability"] = "required"
+    [error] = crd_errors(cluster, CNPG_FLOOR)
+    assert error.startswith("spec.postgresql.synchronous:") and "dataDurability" in error
+    assert not crd_errors(cluster, "postgresql.cnpg.io_clusters-v1.29.2.json")
+
+    rabbit = yaml.safe_load(yaml.safe_dump(find(suite, "RabbitmqCluster", "lastseen-rabbitmq")))
+    rabbit["spec"]["replicas"] = "three"
+    rabbit["spec"]["persistance"] = rabbit["spec"]["persistence"]
+    errors = crd_errors(rabbit, "rabbitmq.com_rabbitmqclusters-v2.22.3.json")
+    assert len(errors) == 2 and any("persistance" in e for e in errors), errors
+
+    scaled = yaml.safe_load(yaml.safe_dump(find(suite, "ScaledObject", "lastseen-consumer")))
+    scaled["spec"]["triggers"][0]["authenticationRef"]["nmae"] = "x"
+    assert crd_errors(scaled, "keda.sh_scaledobjects-v2.20.2.json")
+    auth = yaml.safe_load(yaml.safe_dump(find(suite, "TriggerAuthentication", "lastseen-rabbitmq")))
+    auth["spec"]["secretTargetRef"][0]["key"] = 5
+    assert crd_errors(auth, "keda.sh_triggerauthentications-v2.20.2.json")
 
 
 # --- custom resources: the fields the suite relies on --------------------------------------------
@@ -475,6 +599,29 @@ def test_pods_run_unprivileged_with_a_read_only_root_and_sized_resources(
         assert str(Path(config(suite)["SPOOL_PATH"]).parent) in mounts
 
 
+def test_the_image_user_is_numeric_and_the_pods_run_as_it(
+    every_render: list[dict[str, Any]],
+) -> None:
+    """A kubelet enforcing runAsNonRoot cannot tell a user *name* is not root: without a
+    runAsUser it refuses to start the container. A numeric USER needs no runAsUser."""
+    [user] = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
+    assert re.fullmatch(r"\d+:\d+", user), f"USER {user} is not numeric uid:gid"
+    uid, gid = map(int, user.split(":"))
+    assert (uid, gid) == (DOCKERFILE_UID, DOCKERFILE_GID), "USER is not the user useradd made"
+    assert re.search(rf"useradd --uid {uid} --gid {gid} ", DOCKERFILE)
+    assert uid != 0 and gid != 0
+    pods = [obj["spec"]["template"]["spec"] for obj in every_render if obj["kind"] == "Deployment"]
+    assert len(pods) >= 4
+    for pod in pods:
+        for context in [pod.get("securityContext", {}), *map(_security, pod["containers"])]:
+            assert context.get("runAsUser", uid) == uid
+            assert context.get("runAsGroup", gid) == gid
+
+
+def _security(spec: dict[str, Any]) -> dict[str, Any]:
+    return cast(dict[str, Any], spec.get("securityContext", {}))
+
+
 def _bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     for suffix, factor in units.items():
@@ -514,3 +661,97 @@ def test_disruption_budgets_and_grace(suite: list[dict[str, Any]], service: str)
 
 def test_routine_runs_two_replicas(suite: list[dict[str, Any]]) -> None:
     assert find(suite, "Deployment", "lastseen-routine")["spec"]["replicas"] == 2
+
+
+def test_the_broker_memory_alarm_comment_states_the_operators_figure(
+    suite: list[dict[str, Any]],
+) -> None:
+    """The operator tells RabbitMQ it has the memory limit less min(20 %, 2 GiB) of headroom for
+    the Erlang VM (cluster-operator, internal/resource/configmap.go, removeHeadroom); the
+    relative watermark applies to that, so the alarm comes well before the limit."""
+    spec = find(suite, "RabbitmqCluster", "lastseen-rabbitmq")["spec"]
+    limit = _bytes(spec["resources"]["limits"]["memory"])
+    config = spec["rabbitmq"]["additionalConfig"]
+    watermark = re.search(r"^vm_memory_high_watermark\.relative = ([\d.]+)$", config, re.M)
+    assert watermark
+    alarm = float(watermark.group(1)) * (limit - min(limit // 5, 2 * 2**30))
+    stated = re.search(r"about (\d+) % of the (\d+)Gi limit", config)
+    assert stated, "the comment no longer states the alarm as a share of the limit"
+    assert int(stated.group(2)) * 2**30 == limit
+    assert int(stated.group(1)) == round(100 * alarm / limit)
+
+
+# --- the one-node trial overlay ------------------------------------------------------------------
+
+
+def test_the_one_node_trial_only_prefers_spreading_the_engines(
+    suite: list[dict[str, Any]], trial_one_node: list[dict[str, Any]]
+) -> None:
+    """Three broker and three database pods fit one node: anti-affinity is preferred, not
+    required; the rest is the trial suite unchanged (same objects, same replication)."""
+    needs_kustomize()
+
+    def names(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+
+    assert names(trial_one_node) == names(suite)
+    engines = {"RabbitmqCluster", "Cluster"}
+    for obj in trial_one_node:
+        if obj["kind"] not in engines:
+            assert obj == find(suite, obj["kind"], obj["metadata"]["name"]), obj["metadata"]
+    rabbit = find(trial_one_node, "RabbitmqCluster", "lastseen-rabbitmq")["spec"]
+    assert rabbit["replicas"] == 3
+    anti = rabbit["affinity"]["podAntiAffinity"]
+    assert set(anti) == {"preferredDuringSchedulingIgnoredDuringExecution"}
+    [preferred] = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    labels = preferred["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert labels == {"app.kubernetes.io/name": "lastseen-rabbitmq"}
+    db = find(trial_one_node, "Cluster", "lastseen-db")["spec"]
+    base_db = find(suite, "Cluster", "lastseen-db")["spec"]
+    assert db["instances"] == base_db["instances"] == 3
+    assert db["affinity"]["podAntiAffinityType"] == "preferred"
+    assert db["postgresql"]["synchronous"] == base_db["postgresql"]["synchronous"]
+    shared_buffers = _postgres_bytes(db["postgresql"]["parameters"]["shared_buffers"])
+    assert shared_buffers <= _bytes(db["resources"]["limits"]["memory"]) // 4
+
+
+def test_the_one_node_trial_fits_a_four_core_eight_gib_node(
+    trial_one_node: list[dict[str, Any]],
+) -> None:
+    """Requests of every pod at its starting count, with a core and 3 GiB left for Kubernetes's
+    own pods and the three operators."""
+    needs_kustomize()
+    cpu = memory = 0.0
+    for count, requests in _pod_requests(trial_one_node):
+        cpu += count * _cores(requests["cpu"])
+        memory += count * _bytes(requests["memory"])
+    assert cpu <= 3.0, cpu
+    assert memory <= 5 * 2**30, memory / 2**30
+
+
+def _pod_requests(objects: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(pods, requests of one pod) for every workload; KEDA's minimum for the scaled one."""
+    minimum = {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]["minReplicaCount"]
+        for o in objects
+        if o["kind"] == "ScaledObject"
+    }
+    for obj in objects:
+        spec = obj.get("spec", {})
+        if obj["kind"] == "Deployment":
+            count = spec.get("replicas", minimum.get(obj["metadata"]["name"]))
+            yield count, container(obj)["resources"]["requests"]
+        elif obj["kind"] == "RabbitmqCluster":
+            yield spec["replicas"], spec["resources"]["requests"]
+        elif obj["kind"] == "Cluster":
+            yield spec["instances"], spec["resources"]["requests"]
+
+
+def _cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _postgres_bytes(setting: str) -> int:
+    units = {"kB": 2**10, "MB": 2**20, "GB": 2**30}
+    return int(setting[:-2]) * units[setting[-2:]]

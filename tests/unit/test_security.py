@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from common import webhooks
 from common.secrets import SecretFileError, mask_uri, read_secret_file, secret_names
-from common.settings import SECRET_VARIABLES
+from common.settings import SECRET_VARIABLES, uses_tls
 from common.webhooks import SignatureRejected, new_secret, parse_secret, sign, verify
 from producer.callback import CallbackRejected
 from producer.signatures import CallbackAuth
@@ -346,6 +346,14 @@ def test_secrets_stay_out_of_the_settings_repr(
             {"AMQP_URI": "amqps://u:leaked-pass@h/", "AMQP_TLS_CA": "/etc/hostname"},
             "is not a usable PEM file",
         ),
+        *(
+            ({"AMQP_URI": nodes}, "must use TLS, or none")
+            for nodes in (
+                "amqps://u:leaked-pass@a/,amqp://u:leaked-pass@b/",
+                "amqp://u:leaked-pass@a/,amqps://u:leaked-pass@b/",
+                "amqps://u:leaked-pass@a/,amqps://u:leaked-pass@b/,amqp://u:leaked-pass@c/",
+            )
+        ),
     ],
 )
 def test_configuration_errors_name_the_setting_and_never_echo_a_secret(
@@ -365,6 +373,42 @@ def test_configuration_errors_name_the_setting_and_never_echo_a_secret(
     assert expected in err
     assert "leaked" not in err
     assert "plain-pass" not in err
+
+
+@pytest.mark.parametrize(
+    ("nodes", "secure"),
+    [
+        (["amqps://u:p@a/"], True),
+        (["amqps://u:p@a/", "amqps://u:p@b/", "AMQPS://u:p@c/"], True),
+        (["amqp://u:p@a/", "amqp://u:p@b/"], False),
+        (["amqps://u:p@a/", "amqp://u:p@b/"], None),
+        (["amqp://u:p@a/", "amqps://u:p@b/"], None),
+        (["amqps://u:p@a/", "amqps://u:p@b/", "amqp://u:p@c/"], None),
+    ],
+)
+def test_tls_is_decided_by_every_node_and_a_mix_is_refused(
+    nodes: list[str], secure: bool | None
+) -> None:
+    if secure is None:
+        with pytest.raises(ValueError, match=r"^AMQP_URI mixes amqp:// and amqps:// nodes"):
+            uses_tls(nodes)
+    else:
+        assert uses_tls(nodes) is secure
+
+
+def test_a_list_of_amqps_nodes_gets_one_tls_context(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import ssl
+
+    from producer.settings import ProducerSettings
+
+    nodes = "amqps://u:p@a:5671/,amqps://u:p@b:5671/"
+    settings = load_in(monkeypatch, tmp_path, ProducerSettings, {**PRODUCER_ENV, "AMQP_URI": nodes})
+    assert isinstance(settings.amqp_ssl_context(), ssl.SSLContext)  # type: ignore[attr-defined]
+    nodes = "amqp://u:p@a/,amqp://u:p@b/"
+    settings = load_in(monkeypatch, tmp_path, ProducerSettings, {**PRODUCER_ENV, "AMQP_URI": nodes})
+    assert settings.amqp_ssl_context() is None  # type: ignore[attr-defined]
 
 
 def test_postgres_sslmode_is_checked_and_built(
