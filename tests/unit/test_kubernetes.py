@@ -1,10 +1,10 @@
 """deploy/kubernetes: what can be checked without a cluster.
 
 Every manifest renders with kubectl's own kustomize and validates against the API schemas of the
-Kubernetes version its guide (deploy/kubernetes/README.md) states; the custom resources (KEDA, RabbitMQ Cluster Operator,
-CloudNativePG) validate against the operators' own CRD schemas (tests/unit/crds/) and carry the
-fields the suite relies on; and the manifests agree with the settings models, the code's probe
-endpoints, the queue the services declare, and compose.
+Kubernetes version its guide (deploy/kubernetes/README.md) states; the custom resources (KEDA,
+RabbitMQ Cluster Operator, CloudNativePG) validate against the operators' own CRD schemas
+(tests/unit/crds/) and carry the fields the suite relies on; and the manifests agree with the
+settings models, the code's probe endpoints, the queue the services declare, and compose.
 """
 
 from __future__ import annotations
