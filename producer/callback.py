@@ -20,6 +20,14 @@ class CallbackRejected(Exception):
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackLimits:
+    """``MAX_BODY_BYTES`` and ``MAX_IDS_PER_CALLBACK``: larger callbacks are refused with 413."""
+
+    max_body_bytes: int
+    max_ids: int
+
+
 def is_json_content_type(content_type: str | None) -> bool:
     """``application/json`` or ``application/<anything>+json``, parameters ignored."""
     if not content_type:

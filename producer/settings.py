@@ -5,7 +5,9 @@ from pathlib import Path
 from pydantic import Field
 
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from producer.callback import CallbackLimits
 from producer.confirms import PublishMode
+from producer.signatures import CallbackAuth
 
 
 class ProducerSettings(AmqpSettings, CallbackAuthSettings):
@@ -69,3 +71,11 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
         description="signed callbacks: how far webhook-timestamp may be from the producer's "
         "clock, either way",
     )
+
+    def callback_limits(self) -> CallbackLimits:
+        return CallbackLimits(self.max_body_bytes, self.max_ids_per_callback)
+
+    def callback_auth(self) -> CallbackAuth:
+        return CallbackAuth(
+            self.signing_keys, self.callback_bearer_token, self.callback_signature_tolerance
+        )

@@ -6,7 +6,7 @@ import pytest
 
 from common.versions import TESTED, FastPath, UntestedLibrary, check_fast_paths, minor_of
 from consumer.status_client import FAST_PATH as STATUS_FAST_PATH
-from producer.confirms import FAST_PATH as PIPELINE_FAST_PATH
+from producer.publish_modes import FAST_PATH as PIPELINE_FAST_PATH
 
 pytestmark = pytest.mark.unit
 

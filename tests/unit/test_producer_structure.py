@@ -1,0 +1,145 @@
+"""The producer's seams, read from its source: no import loop, library internals in one module,
+and HTTP code that sees only the narrow view of the core."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCER = ROOT / "producer"
+SERVICE_PACKAGES = ("common", "producer", "consumer", "routine", "tester", "liveview")
+PIPELINE = PRODUCER / "pipeline.py"
+# A name Python mangled from ``__name`` inside a class: ``_Connection__connection_unblocked``.
+MANGLED = re.compile(r"^_[A-Za-z]\w*__\w+$")
+BROKER_LIBRARIES = {"aiormq", "pamqp", "aio_pika"}
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    """Every module an import names, wherever the import stands (a function body too)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _producer_graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in PRODUCER.glob("*.py")}
+    return {
+        name: _imported_modules(ast.parse(path.read_text())) & modules.keys() - {name}
+        for name, path in modules.items()
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module → modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        for imported in sorted(graph[module]):
+            if (cycle := visit(imported, [*path, module])) is not None:
+                return cycle
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if (cycle := visit(module, [])) is not None:
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_loop() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_loop_in_the_producer() -> None:
+    graph = _producer_graph()
+    assert "producer.confirms" in graph["producer.pipeline"]  # the scan sees imports
+    assert _cycle(graph) is None
+
+
+def _private_reads(path: Path) -> list[str]:
+    """Name-mangled attributes (read directly or through getattr's string), and underscore
+    attributes of anything but ``self``/``cls`` in a module that imports a broker library."""
+    tree = ast.parse(path.read_text())
+    libraries = {name.split(".")[0] for name in _imported_modules(tree)} & BROKER_LIBRARIES
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and MANGLED.match(node.attr):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if MANGLED.match(node.value):
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+        elif (
+            libraries
+            and isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_scan_finds_the_pipelines_private_read() -> None:
+    assert any("_Connection__connection_unblocked" in read for read in _private_reads(PIPELINE))
+
+
+def test_no_broker_library_internals_outside_the_pipeline() -> None:
+    found = [
+        read
+        for package in SERVICE_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != PIPELINE
+        for read in _private_reads(path)
+    ]
+    assert found == []
+
+
+def test_only_the_pipeline_imports_aiormq_in_the_producer() -> None:
+    importers = {
+        path.name
+        for path in PRODUCER.glob("*.py")
+        if any(
+            name.split(".")[0] == "aiormq"
+            for name in _imported_modules(ast.parse(path.read_text()))
+        )
+    }
+    assert importers == {"pipeline.py"}
+
+
+@pytest.mark.parametrize("http_module", ["api", "callback_endpoint", "schemas"])
+def test_http_code_sees_the_view_not_the_parts(http_module: str) -> None:
+    imported = _imported_modules(ast.parse((PRODUCER / f"{http_module}.py").read_text()))
+    parts = {
+        "producer.publisher",
+        "producer.relay",
+        "producer.ingest",
+        "producer.service",
+        "producer.settings",
+        "producer.confirms",
+    }
+    assert imported & parts == set()
+    # From the spool, only the error a refused callback carries.
+    assert {name for name in imported if name.startswith("producer.spool")} <= {
+        "producer.spool",
+        "producer.spool.SpoolUnavailable",
+    }
