@@ -80,11 +80,6 @@ class Publisher:
         return BrokerState.CONNECTED
 
     @property
-    def channel(self) -> aio_pika.abc.AbstractChannel | None:
-        """The open confirm-mode channel, or None while connecting."""
-        return self._channel
-
-    @property
     def accepting(self) -> bool:
         """Whether a callback should be published directly rather than spooled: the state is
         ``connected`` (read on every callback, so without building the state)."""

@@ -24,6 +24,7 @@ from producer.confirms import PublishMode
 from producer.service import ProducerCore, running_core
 from producer.settings import ProducerSettings
 from tests.support.amqp import amqp_uri_via
+from tests.support.amqp_proxy import AmqpFrameProxy
 from tests.support.producer import both_publish_modes
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
@@ -379,38 +380,40 @@ async def test_unconfirmed_publish_times_out_into_the_spool(
 
 async def test_a_broker_resource_alarm_sends_callbacks_to_the_spool(
     start_producer: StartProducer,
+    endpoints: Endpoints,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
 ) -> None:
     """Connection.Blocked, as the broker sends it on a memory or disk alarm.
 
-    Raising a real alarm would block every other test on the shared broker, so the frame is
-    handed to aiormq's own handler on the producer's live connection: what is tested is that the
-    pipeline notices aiormq's blocked state and spools instead of waiting for confirms. Only the
-    pipeline reads that flag; the standard mode sees an alarm as confirm timeouts (the test above).
+    Raising a real alarm would block every other test on the shared broker, so a proxy speaks for
+    the broker to this producer alone: what is tested is that the pipeline notices the blocked
+    connection and spools instead of waiting for confirms. Only the pipeline reads that flag; the
+    standard mode sees an alarm as confirm timeouts (the test above).
     """
-    producer = await start_producer(publish_timeout="2s", publish_mode=PublishMode.PIPELINE)
-    channel = producer.core.publisher.channel
-    assert channel is not None
-    connection = (await channel.get_underlay_channel()).connection
-    await connection._Connection__handle_connection_blocked(  # type: ignore[attr-defined]
-        spec.Connection.Blocked(reason="low on memory")
-    )
-    assert producer.core.publisher.state == "blocked"
-    started = time.monotonic()
-    blocked = await producer.post({"object_ids": [1, 2]})
-    assert time.monotonic() - started < 0.5
-    assert (blocked.status_code, blocked.json()["spooled"]) == (202, True)
-    assert (await producer.client.get("/ready")).json()["broker"] == "blocked"
+    proxy = AmqpFrameProxy(*endpoints.amqp_host_port).start()
+    try:
+        producer = await start_producer(
+            amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy),
+            publish_timeout="2s",
+            publish_mode=PublishMode.PIPELINE,
+        )
+        proxy.send_to_clients(spec.Connection.Blocked(reason="low on memory"))
+        await until(lambda: producer.core.publisher.state == "blocked", timeout=5, what="blocked")
+        started = time.monotonic()
+        blocked = await producer.post({"object_ids": [1, 2]})
+        assert time.monotonic() - started < 0.5
+        assert (blocked.status_code, blocked.json()["spooled"]) == (202, True)
+        assert (await producer.client.get("/ready")).json()["broker"] == "blocked"
 
-    await connection._Connection__handle_connection_unblocked(  # type: ignore[attr-defined]
-        spec.Connection.Unblocked()
-    )
-    await until(lambda: producer.core.spool.depth == 0, timeout=10, what="relayed")
-    assert producer.core.publisher.state == "connected"
-    after = await producer.post({"object_ids": [3]})
-    assert after.json()["spooled"] is False
-    assert sorted(ids_of(await queued(amqp_connection, queue_name))) == [1, 2, 3]
+        proxy.send_to_clients(spec.Connection.Unblocked())
+        await until(lambda: producer.core.spool.depth == 0, timeout=10, what="relayed")
+        assert producer.core.publisher.state == "connected"
+        after = await producer.post({"object_ids": [3]})
+        assert after.json()["spooled"] is False
+        assert sorted(ids_of(await queued(amqp_connection, queue_name))) == [1, 2, 3]
+    finally:
+        proxy.stop()
 
 
 async def test_start_without_broker_then_spool_fails_gives_503(

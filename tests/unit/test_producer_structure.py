@@ -114,6 +114,25 @@ def test_no_broker_library_internals_outside_the_pipeline() -> None:
     assert found == []
 
 
+def test_tests_and_benchmarks_read_no_name_mangled_internals_either() -> None:
+    """A broker frame a test needs is sent on the wire (tests/support/amqp_proxy.py)."""
+    this = Path(__file__).resolve()
+    found = [
+        f"{path.relative_to(ROOT)}: {node.lineno}"
+        for folder in ("tests", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path != this
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.Attribute) and MANGLED.match(node.attr))
+        or (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and MANGLED.match(node.value)
+        )
+    ]
+    assert found == []
+
+
 def test_only_the_pipeline_imports_aiormq_in_the_producer() -> None:
     importers = {
         path.name
