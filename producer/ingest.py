@@ -7,17 +7,27 @@ belong to :func:`producer.service.running_core`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 
 from common.messages import IdsMessage, OutgoingMessage
-from producer.callback import split_ids, unique_ids
 from producer.view import Accepted, BrokerState, Readiness
 
 log = structlog.get_logger(__name__)
+
+
+def unique_ids(ids: Sequence[int]) -> list[int]:
+    """``ids`` without repeats, in order of first occurrence."""
+    return list(dict.fromkeys(ids))
+
+
+def split_ids(ids: Sequence[int], per_message: int) -> Iterator[list[int]]:
+    """Consecutive slices of at most ``per_message`` ids."""
+    for start in range(0, len(ids), per_message):
+        yield list(ids[start : start + per_message])
 
 
 class CallbackPublisher(Protocol):
