@@ -65,7 +65,7 @@ class Plan:
 def full_plan() -> Plan:
     real: dict[str, Any] = {"delay_min": 0.3, "delay_max": 4.3}
     return Plan(
-        acceptance=AcceptanceRun(duration=10, warmup=2, rate=500, fixed_duration=10),
+        acceptance=AcceptanceRun(duration=10, warmup=2, rate=500, fixed_duration=10, repeat=3),
         fanout=[100, 400, 2000, 5000, 8000, 12000],  # 12,000: the overload's capacity
         fanout_run=ConsumerRun(duration=20, warmup=6, **real),
         pipeline=ConsumerRun(
@@ -79,7 +79,7 @@ def full_plan() -> Plan:
             profile_seconds=20,
             **real,
         ),
-        routine=RoutineRun(stale_rows=1_000_000, rate=3000, baseline=20),
+        routine=RoutineRun(stale_rows=1_000_000, rate=3000, baseline=15, repeats=3, writers=12),
         capacity=ConsumerRun(max_consumers=12000, duration=20, warmup=8, **real),
         overload=ConsumerRun(
             max_consumers=12000,
@@ -112,7 +112,7 @@ def smoke_plan() -> Plan:
             profile_seconds=1,
             **short,
         ),
-        routine=RoutineRun(stale_rows=20_000, rate=1000, baseline=0.5),
+        routine=RoutineRun(stale_rows=20_000, rate=1000, baseline=0.5, repeats=1, writers=2),
         capacity=ConsumerRun(max_consumers=100, duration=1, warmup=0.5, **short),
         overload=ConsumerRun(
             max_consumers=100,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import subprocess
@@ -56,6 +57,7 @@ from bench.measure import (
     AMQP_URI,
     ROOT,
     CpuMeter,
+    cpu_seconds,
     database_dsn,
     machine,
     percentile,
@@ -63,6 +65,7 @@ from bench.measure import (
     vm_hwm_mb,
     vm_rss_mb,
 )
+from bench.verdicts import Spread, at, common_quantile
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
 from common.db import migrate
 from common.messages import IdsMessage
@@ -71,6 +74,10 @@ FIRST_ID = 1_000_000_000
 IDS_PER_CALLBACK = 200
 CALLBACK_TIMEOUT = 1.0  # the tester's client timeout: a slower answer is a missed callback
 Progress = Callable[[str], None]
+
+
+# The measured window in parts: repeats of its figures within one run, for a median and a range.
+PARTS = 3
 
 
 @dataclass
@@ -87,7 +94,7 @@ class ConsumerRun:
     delay_max: float = 4.3
     batch_rows: int = 500
     batch_delay: str = "50ms"
-    status_client: str = "httptools"  # STATUS_CLIENT: fast | standard | httptools
+    status_client: str = "httptools"  # STATUS_CLIENT: httptools | standard
     via_producer: bool = False  # callbacks to a real producer instead of publishing directly
     consumer_nice: int = 0
     track_commits: bool = False
@@ -128,6 +135,9 @@ class ConsumerFigures:
     timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (t, ids/s, backlog)
     freshness: list[float] = field(default_factory=list)  # answered - received, s
     overhead: list[float] = field(default_factory=list)  # commit - received - delay, s
+    overhead_at: list[float] = field(default_factory=list)  # received, s into the window
+    # (t, the consumer's CPU seconds so far, ids served so far), once a second in the window
+    cpu_timeline: list[tuple[float, float, int]] = field(default_factory=list)
     overhead_lower: list[float] = field(default_factory=list)  # same, from the bracket's start
     # The overhead in two parts: up to the answer (delivery, queueing for a slot, HTTP, the
     # status API's own lag) and after it (batching, the commit).
@@ -148,6 +158,29 @@ class ConsumerFigures:
     @property
     def drain_rate(self) -> float:
         return self.drain_backlog_ids / self.drain_seconds if self.drain_seconds else float("nan")
+
+    def cpu_ms_per_id_by_part(self, parts: int) -> list[float]:
+        """The consumer's CPU per id in each of ``parts`` equal parts of the window: repeats
+        of the measurement within one run, for a median and a range."""
+        points = self.cpu_timeline
+        if len(points) < parts + 1:
+            return []
+        step = (len(points) - 1) / parts
+        edges = [points[round(i * step)] for i in range(parts + 1)]
+        return [
+            1000 * (b[1] - a[1]) / (b[2] - a[2])
+            for a, b in itertools.pairwise(edges)
+            if b[2] > a[2]
+        ]
+
+    def overhead_by_part(self, parts: int) -> list[list[float]]:
+        """The stored rows' overhead, split by when their callback was received."""
+        length = self.window / parts if parts else 0.0
+        split: list[list[float]] = [[] for _ in range(parts)]
+        for received, value in zip(self.overhead_at, self.overhead, strict=True):
+            if length > 0 and 0 <= received < self.window:
+                split[min(parts - 1, int(received / length))].append(value)
+        return split
 
 
 class CallbackLoad:
@@ -439,6 +472,7 @@ class Bench:
         if load is not None:
             load.measuring = True
         last_served, last_t = served_0, t_0
+        figures.cpu_timeline.append((0.0, cpu_seconds(consumer.pid), served_0))
         while time.monotonic() - t_0 < run.duration:
             await asyncio.sleep(1.0)
             now = time.monotonic()
@@ -446,6 +480,7 @@ class Bench:
             depth = declared.declaration_result.message_count or 0
             figures.max_backlog = max(figures.max_backlog, depth)
             count, _ = await served()
+            figures.cpu_timeline.append((now - t_0, cpu_seconds(consumer.pid), count))
             figures.timeline.append((now - t_0, (count - last_served) / (now - last_t), depth))
             figures.rss_samples.append((now - t_0, vm_rss_mb(consumer.pid)))
             last_served, last_t = count, now
@@ -574,6 +609,7 @@ class Bench:
             if bracket is not None:
                 delay = status_delay(row["id"], run.delay_min, run.delay_max)
                 figures.overhead.append(bracket[1] - received - delay)
+                figures.overhead_at.append(received - window_start)
                 answered = row["last_seen"].timestamp()
                 figures.to_answer.append(answered - received - delay)
                 figures.to_commit.append(bracket[1] - answered)
@@ -603,6 +639,8 @@ def print_figures(figures: ConsumerFigures) -> None:
             f"  {name:<16}  {cost.cpu_ms_per_id:8.3f} ms CPU/id ({cost.cpu_seconds:.1f} s), "
             f"peak RSS {cost.peak_rss_mb:.0f} MB"
         )
+    parts = Spread.of(figures.cpu_ms_per_id_by_part(PARTS))
+    print(f"  consumer CPU/id in {PARTS} parts of the window: {parts.label(3, ' ms')}")
     print(f"  peak in flight    {figures.peak_in_flight:8d}          (bound {run.max_consumers})")
     print(
         f"  freshness answered p50 {percentile(figures.freshness, 0.5):.2f}s "
@@ -617,6 +655,11 @@ def print_figures(figures: ConsumerFigures) -> None:
             f"commit time known to {1000 * percentile(figures.commit_uncertainty, 0.5):.0f} ms "
             f"p50, {1000 * percentile(figures.commit_uncertainty, 0.99):.0f} ms p99)"
         )
+    if figures.overhead:
+        by_part = figures.overhead_by_part(PARTS)
+        q = common_quantile(by_part)
+        tails = Spread.of(1000 * at(part, q).value for part in by_part)
+        print(f"    by part of the window: {at(figures.overhead, q).name} {tails.label(0, ' ms')}")
     if figures.to_answer:
         for name, part in (("to answer", figures.to_answer), ("to commit", figures.to_commit)):
             print(
@@ -653,9 +696,7 @@ def main() -> None:
     parser.add_argument("--delay-max", type=float, default=4.3)
     parser.add_argument("--batch-rows", type=int, default=500)
     parser.add_argument("--batch-delay", default="50ms")
-    parser.add_argument(
-        "--status-client", choices=["fast", "standard", "httptools"], default="httptools"
-    )
+    parser.add_argument("--status-client", choices=["httptools", "standard"], default="httptools")
     parser.add_argument("--via-producer", action="store_true", help="callbacks to a producer")
     parser.add_argument("--nice", type=int, default=0, help="run the consumer under nice -n N")
     parser.add_argument("--drain", action="store_true", help="time the backlog's drain after")

@@ -8,8 +8,9 @@ producer with ``IDS_PER_MESSAGE=1``, side by side, in one run.
 
 ``--publish-modes`` measures the producer once per ``PUBLISH_MODE``; ``--baseline DIR`` adds the
 producer of another checkout (e.g. ``git worktree add --detach /tmp/base main``) as a column of
-the same run, so a before/after comparison shares the machine's load; ``--repeat N`` alternates
-those columns N times and prints their means.
+the same run, so a before/after comparison shares the machine's load; ``--repeat N`` (default 3)
+measures every column N times, alternating, bare FastAPI included, and prints each column's ratio
+to the bare endpoint of the same round as a median and range over the rounds (bench.verdicts).
 
 Everything runs on this machine: the local RabbitMQ, each target as a real process
 (``bench.producer_bare_app``; ``python -m producer`` with a queue of its own, deleted afterwards,
@@ -52,11 +53,14 @@ import aiohttp
 import orjson
 
 from bench.measure import AMQP_URI, ROOT, CpuMeter, machine, vm_hwm_mb
+from bench.verdicts import Spread, at, common_quantile
 from common.amqp import Topology
 from producer.confirms import PublishMode
 from producer.settings import ProducerSettings
 
 IDS_PER_CALLBACK = 200
+BARE = "bare FastAPI"
+PER_ID = "producer (IDS_PER_MESSAGE=1)"
 BODIES = 64
 
 
@@ -68,6 +72,8 @@ class Target:
     queue: str | None = None
     ids_per_message: int | None = None
     fixed_rate: float | None = None  # None: --rate
+    column: str = ""  # the name without its round: what the rounds are repeats of
+    round: int = 1
 
 
 @dataclass
@@ -102,7 +108,7 @@ class AcceptanceRun:
     publish_modes: tuple[PublishMode, ...] = (PublishMode.PIPELINE,)
     baseline: Path | None = None  # another checkout, measured as one more column
     per_id: bool = True  # the IDS_PER_MESSAGE=1 column
-    repeat: int = 1  # rounds of the baseline and mode columns, alternating
+    repeat: int = 1  # rounds of bare FastAPI, the baseline and the mode columns, alternating
 
 
 def find_wrk(install: bool) -> str:
@@ -426,7 +432,7 @@ def targets(args: AcceptanceRun, workdir: Path, run_id: str) -> list[Target]:
     rounds; the producer with one message per id."""
     python = sys.executable
     ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
-    chosen = [Target("bare FastAPI", [python, "-m", "bench.producer_bare_app", "{port}"])]
+    chosen: list[Target] = []
 
     def producer(name: str, ids_per_message: int, rate: float | None = None, **env: str) -> Target:
         key = f"{run_id}_{len(chosen)}"
@@ -448,23 +454,52 @@ def targets(args: AcceptanceRun, workdir: Path, run_id: str) -> list[Target]:
             fixed_rate=rate,
         )
 
+    def add(target: Target, column: str, round_: int) -> None:
+        target.column, target.round = column, round_
+        if args.repeat > 1 and column != PER_ID:
+            target.name = f"{column} #{round_}"
+        chosen.append(target)
+
     for round_ in range(1, args.repeat + 1):
-        # Rounds alternate the columns under comparison, so that a neighbour's load drifting
-        # during the run does not favour whichever was measured first.
-        tag = f" #{round_}" if args.repeat > 1 else ""
+        # Rounds alternate every column under comparison, bare FastAPI included, so that a
+        # neighbour's load drifting during the run does not favour whichever was measured first.
+        add(Target(BARE, [python, "-m", "bench.producer_bare_app", "{port}"]), BARE, round_)
         if args.baseline is not None:
             # The other checkout's code (PYTHONPATH), its own defaults (no PUBLISH_MODE).
             baseline = str(args.baseline.resolve())
-            chosen.append(producer(f"baseline{tag}", ipm, PYTHONPATH=baseline))
+            add(producer("baseline", ipm, PYTHONPATH=baseline), "baseline", round_)
         for mode in args.publish_modes:
             label = "producer" if mode is PublishMode.PIPELINE else str(mode)
-            name = f"{label} (IDS_PER_MESSAGE={ipm}){tag}"
-            chosen.append(producer(name, ipm, PUBLISH_MODE=mode))
+            column = f"{label} (IDS_PER_MESSAGE={ipm})"
+            add(producer(column, ipm, PUBLISH_MODE=mode), column, round_)
     if args.per_id:
         # One message per id tops out near 100 callbacks/s: offering it --rate would only
         # grow the spool (and the shared broker) by 100,000 messages a second.
-        chosen.append(producer("producer (IDS_PER_MESSAGE=1)", 1, rate=min(args.rate, 50.0)))
+        add(producer(PER_ID, 1, rate=min(args.rate, 50.0)), PER_ID, 1)
     return chosen
+
+
+def columns(results: list[tuple[Target, Figures]]) -> dict[str, dict[int, Figures]]:
+    """Each column's figures by round."""
+    by_column: dict[str, dict[int, Figures]] = {}
+    for target, figures in results:
+        by_column.setdefault(target.column, {})[target.round] = figures
+    return by_column
+
+
+def vs_bare(results: list[tuple[Target, Figures]], column: str) -> Spread:
+    """``column``'s rate over bare FastAPI's of the same round, round by round."""
+    by_column = columns(results)
+    bare, measured = by_column.get(BARE, {}), by_column.get(column, {})
+    return Spread.of(f.rate / bare[r].rate for r, f in measured.items() if r in bare)
+
+
+def fixed_p99_ms(results: list[tuple[Target, Figures]], column: str) -> tuple[Spread, int]:
+    """``column``'s open-loop tail latency per round, and the fewest samples behind one."""
+    measured = columns(results).get(column, {}).values()
+    q = common_quantile(f.latencies for f in measured)
+    spread = Spread.of(1000 * at(f.latencies, q).value for f in measured)
+    return spread, min((len(f.latencies) for f in measured), default=0)
 
 
 async def acceptance(
@@ -520,10 +555,10 @@ def main() -> None:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=1,
+        default=3,
         choices=range(1, 10),
         metavar="N",
-        help="measure the baseline and mode columns N times, alternating (1 to 9)",
+        help="measure every column N times, alternating (1 to 9; default 3)",
     )
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "producer" / "__main__.py").is_file():
@@ -560,7 +595,7 @@ def publish_modes(text: str) -> list[PublishMode]:
 
 
 def print_table(targets: list[Target], results: list[Figures], args: AcceptanceRun) -> None:
-    bare = results[0].rate
+    bare = {t.round: r.rate for t, r in zip(targets, results, strict=True) if t.column == BARE}
     width = 34
     rows = [
         ("", [t.name for t in targets]),
@@ -568,7 +603,10 @@ def print_table(targets: list[Target], results: list[Figures], args: AcceptanceR
             f"wrk -c{args.connections}: callbacks/s",
             [f"{r.rate:,.0f}" for r in results],
         ),
-        ("  vs bare", [f"{r.rate / bare:.2f}" for r in results]),
+        (
+            "  vs bare (same round)",
+            [f"{r.rate / bare[t.round]:.2f}" for t, r in zip(targets, results, strict=True)],
+        ),
         ("  p50 / p99 ms", [f"{r.p50_ms:.1f} / {r.p99_ms:.1f}" for r in results]),
         ("  wrk errors", [r.errors or "none" for r in results]),
         ("  CPU ms per callback", [f"{r.saturated_cpu_ms_per_callback:.3f}" for r in results]),
@@ -599,20 +637,20 @@ def print_table(targets: list[Target], results: list[Figures], args: AcceptanceR
     ]
     for label, cells in rows:
         print(label.ljust(width) + "".join(cell.ljust(width) for cell in cells))
-    if args.repeat > 1:
-        print_means(targets, results)
+    print_summary(list(zip(targets, results, strict=True)))
 
 
-def print_means(targets: list[Target], results: list[Figures]) -> None:
-    """Per column name (without its round number): mean callbacks/s and open-loop p99."""
-    rounds: dict[str, list[Figures]] = {}
-    for target, figures in zip(targets[1:], results[1:], strict=True):
-        rounds.setdefault(target.name.split(" #")[0], []).append(figures)
-    for name, measured in rounds.items():
-        rates = ", ".join(f"{f.rate:,.0f}" for f in measured)
-        p99s = ", ".join(f"{f.fixed_p99_ms:.1f}" for f in measured)
-        mean = sum(f.rate for f in measured) / len(measured)
-        print(f"{name}: mean {mean:,.0f} callbacks/s ({rates}); open-loop p99 ms {p99s}")
+def print_summary(results: list[tuple[Target, Figures]]) -> None:
+    """Per column, over its rounds: callbacks/s against bare FastAPI and the open-loop tail."""
+    for column in columns(results):
+        if column == BARE:
+            continue
+        ratio = vs_bare(results, column)
+        tail, samples = fixed_p99_ms(results, column)
+        print(
+            f"{column}: vs bare {ratio.label(2)}; open-loop tail {tail.label(1, ' ms')}, "
+            f"at least {samples:,} callbacks a round"
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("database driver (asyncpg)", ("asyncpg/",)),
     ("logging and metrics (structlog, prometheus)", ("structlog/", "prometheus_client/")),
     ("settings and validation (pydantic)", ("pydantic", "pydantic_core")),
-    ("consumer: status lookups and single-flight", ("consumer/status_client", "consumer/single_")),
+    ("consumer: status lookups and single-flight", ("consumer/status", "consumer/single_")),
     ("consumer: batch writer", ("consumer/batch_writer",)),
     ("consumer: worker, ledger, retries", ("consumer/",)),
     ("common: messages, db, amqp", ("common/",)),

@@ -1,15 +1,23 @@
-"""The routine at scale: delete a million stale rows while the consumer's upserts go on.
+"""The routine at scale: delete a million stale rows while consumers' batch writers go on.
 
-In a database of its own: ``--stale-rows`` rows seen a day ago; an upserter that writes
-``--rate`` new rows/s the way the consumer's batch writer does (one ``unnest`` upsert of
-``rate x 50 ms`` rows every 50 ms, through :func:`common.db.upsert_last_seen`), open loop: batch
-*i* is due at ``start + i x 50 ms`` and its latency counts from then, so a stall is not hidden.
-First ``--baseline`` seconds of upserts alone; then ``python -m routine`` (``OBJECT_TTL=1h``, so
-only the stale rows qualify; ``ROUTINE_INTERVAL=1s``) until no stale row is left. Upsert p50/p99
-during the delete against the baseline.
+In a database of its own: ``--writers`` batch writers (the consumer's own
+:class:`consumer.batch_writer.BatchWriter`, 500 rows / 50 ms) are fed new rows at ``--rate``
+rows/s in all, continuously, as consumers would feed them. Then, ``--repeats`` times and
+alternating: a window of ``--baseline`` seconds without the delete, and a window while
+``python -m routine`` (``OBJECT_TTL=1h``, ``ROUTINE_INTERVAL=1s``) deletes ``--stale-rows`` rows
+seen a day ago; between the pairs the stale rows are inserted again (those seconds are measured by
+no window).
 
-    python -m bench.routine_bench [--stale-rows 1000000] [--rate 3000] [--baseline 20]
-                                  [--batch-size N] [--batch-pause 50ms]
+What it reports, per window, is what a user of the consumer would notice:
+- **commit latency**: how long each flush's upsert statement took (one sample per flush);
+- **ack delay**: from a row reaching the writer to its commit, i.e. how much later its message is
+  acked (one sample per row).
+The target is commit latency's tail during the delete / without it, pair by pair, judged on the
+range over the pairs (:mod:`bench.verdicts`).
+
+    python -m bench.routine_bench [--stale-rows 1000000] [--rate 3000] [--baseline 15]
+                                  [--repeats 3] [--writers 12]
+                                  [--batch-size N] [--batch-pause 4ms]
 
 ``--batch-size`` and ``--batch-pause`` default to the routine's own defaults (``RoutineSettings``),
 so ``python -m bench`` measures what a deployment runs.
@@ -37,77 +45,245 @@ from bench.measure import (
     ROOT,
     CpuMeter,
     database_dsn,
+    load_average,
     machine,
-    percentile,
     postgres_env,
     vm_hwm_mb,
 )
-from common.db import migrate, upsert_last_seen
+from bench.verdicts import Spread, Tail, Verdict, at, common_quantile, judge
+from common.db import migrate
 from common.durations import format_duration, parse_duration
+from consumer.batch_writer import BatchWriter
 from routine.settings import RoutineSettings
 
-BATCH_INTERVAL = 0.05  # the consumer's BATCH_MAX_DELAY default
 FRESH_IDS = 10_000_000_000  # above every stale id
+FEED_INTERVAL = 0.005  # rows reach the writers every 5 ms, as lookups answer
+WRITER_MAX_ROWS = 500  # the consumer's BATCH_MAX_ROWS default
+WRITER_MAX_DELAY = 0.05  # the consumer's BATCH_MAX_DELAY default
+ROUTINE_RATIO = 2.0  # issue 14's target: commit latency's tail during the delete at most 2x without
 ROUTINE_DEFAULTS = RoutineSettings.model_fields
 
 
 @dataclass
 class RoutineRun:
     stale_rows: int = 1_000_000
-    rate: float = 3000.0  # upserted rows/s
-    baseline: float = 20.0  # seconds of upserts before the routine starts
+    rate: float = 3000.0  # rows/s into the writers, all together
+    baseline: float = 15.0  # seconds of each window without the delete
+    repeats: int = 3  # pairs (without, during), alternating
+    writers: int = 12  # consumers' batch writers: more flushes, so a tail the samples support
     batch_size: int = ROUTINE_DEFAULTS["routine_batch_size"].default  # ROUTINE_BATCH_SIZE
     batch_pause: float = ROUTINE_DEFAULTS["routine_batch_pause"].default  # ROUTINE_BATCH_PAUSE
     delete_timeout: float = 600.0
 
 
 @dataclass
-class RoutineFigures:
-    run: RoutineRun
-    fill_seconds: float = 0.0
-    baseline: list[float] = field(default_factory=list)  # upsert latency, s
-    during: list[float] = field(default_factory=list)
-    delete_seconds: float = float("nan")
+class Window:
+    during: bool  # the routine deleting, or not
+    start: float  # seconds since the writers started
+    end: float = 0.0
+    commits: list[float] = field(default_factory=list)  # s, one per flush
+    acks: list[float] = field(default_factory=list)  # s, one per row
+    rows_deleted: int = 0
     routine_cpu_seconds: float = float("nan")
-    routine_peak_rss_mb: float = float("nan")
-    timeline: list[tuple[float, float]] = field(default_factory=list)  # (t since start, latency)
-    routine_started: float = 0.0  # t since start
-    routine_done: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Pair:
+    without: Window
+    during: Window
+    commit_q: float | None = None  # one quantile for every window of the run
+    ack_q: float | None = None
+
+    @property
+    def commit_tails(self) -> tuple[Tail, Tail]:
+        return at(self.without.commits, self.commit_q), at(self.during.commits, self.commit_q)
+
+    @property
+    def ack_tails(self) -> tuple[Tail, Tail]:
+        return at(self.without.acks, self.ack_q), at(self.during.acks, self.ack_q)
 
     @property
     def ratio(self) -> float:
-        return percentile(self.during, 0.99) / percentile(self.baseline, 0.99)
+        without, during = self.commit_tails
+        return during.value / without.value
+
+    @property
+    def ack_ratio(self) -> float:
+        without, during = self.ack_tails
+        return during.value / without.value
 
 
-class Upserter:
-    def __init__(self, pool: asyncpg.Pool, rate: float) -> None:
-        self.pool = pool
-        self.per_batch = max(1, round(rate * BATCH_INTERVAL))
+@dataclass
+class RoutineFigures:
+    run: RoutineRun
+    fill_seconds: float = 0.0
+    pairs: list[Pair] = field(default_factory=list)
+    routine_peak_rss_mb: float = 0.0
+    failed_flushes: int = 0
+    flushes: list[tuple[float, float]] = field(default_factory=list)  # (t, commit latency)
+    load: str = ""
+
+    @property
+    def ratios(self) -> Spread:
+        return Spread.of(p.ratio for p in self.pairs)
+
+    @property
+    def ack_ratios(self) -> Spread:
+        return Spread.of(p.ack_ratio for p in self.pairs)
+
+    @property
+    def verdict(self) -> Verdict:
+        return judge(self.ratios, ROUTINE_RATIO, at_most=True)
+
+    @property
+    def baseline_spread(self) -> Spread:
+        """The windows without the delete against each other: the run's own noise."""
+        tails = [p.commit_tails[0].value for p in self.pairs]
+        return Spread.of(t / min(tails) for t in tails) if tails else Spread(())
+
+    @property
+    def delete_seconds(self) -> Spread:
+        return Spread.of(p.during.seconds for p in self.pairs)
+
+    @property
+    def rows_per_second(self) -> Spread:
+        return Spread.of(p.during.rows_deleted / p.during.seconds for p in self.pairs)
+
+    @property
+    def routine_cpu_per_row_ms(self) -> Spread:
+        return Spread.of(
+            1000 * p.during.routine_cpu_seconds / p.during.rows_deleted for p in self.pairs
+        )
+
+    def noise(self) -> str:
+        """Which source of noise dominates, as far as this run can tell."""
+        own = self.baseline_spread.high
+        if len(self.pairs) < 2:
+            return "one pair: the run cannot tell its noise from the delete's effect"
+        if own >= self.ratios.high:
+            return (
+                f"the windows without the delete differ among themselves by up to {own:.2f}×, "
+                "as much as with it: scheduling and the machine's other work dominate, not the "
+                "delete"
+            )
+        return (
+            f"the windows without the delete differ among themselves by up to {own:.2f}×; the "
+            "delete's effect is larger than that"
+        )
+
+
+class Feeder:
+    """Rows at ``rate``/s spread over the writers, each row's owner its arrival time."""
+
+    def __init__(self, writers: list[BatchWriter[float]], rate: float) -> None:
+        self.writers = writers
+        self.per_tick = rate * FEED_INTERVAL
         self.next_id = FRESH_IDS
-        self.results: list[tuple[float, float]] = []  # (due, latency)
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks: set[asyncio.Task[None]] = set()
         start = time.perf_counter()
+        owed = 0.0
         i = 0
         while not stop.is_set():
-            due = start + i * BATCH_INTERVAL
-            delay = due - time.perf_counter()
+            delay = start + i * FEED_INTERVAL - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            ids = range(self.next_id, self.next_id + self.per_batch)
-            self.next_id += self.per_batch
-            task = asyncio.create_task(self.one(due, ids))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            owed += self.per_tick
+            now = datetime.now(UTC)
+            arrived = time.perf_counter()
+            while owed >= 1:
+                writer = self.writers[self.next_id % len(self.writers)]
+                writer.add(self.next_id, now, arrived)
+                self.next_id += 1
+                owed -= 1
             i += 1
-        if tasks:
-            await asyncio.gather(*tasks)
 
-    async def one(self, due: float, ids: range) -> None:
-        now = datetime.now(UTC)
-        await upsert_last_seen(self.pool, dict.fromkeys(ids, now))
-        self.results.append((due, time.perf_counter() - due))
+
+class Recorder:
+    """The writers' listener: commit latencies and ack delays, each with its time."""
+
+    def __init__(self, t_0: float) -> None:
+        self.t_0 = t_0
+        self.commits: list[tuple[float, float]] = []  # (t since start, s)
+        self.acks: list[tuple[float, float]] = []
+        self.failures = 0
+
+    def on_flush(self, seconds: float, _rows: int) -> None:
+        self.commits.append((time.perf_counter() - self.t_0, seconds))
+
+    def on_stored(self, owners: list[float]) -> None:
+        now = time.perf_counter()
+        t = now - self.t_0
+        self.acks.extend((t, now - arrived) for arrived in owners)
+
+    def on_health(self, healthy: bool) -> None:
+        # A failing flush is retried by the writer and shows in the commit and ack figures.
+        self.failures += 0 if healthy else 1
+
+    def fill(self, window: Window) -> None:
+        window.commits = [s for t, s in self.commits if window.start <= t < window.end]
+        window.acks = [s for t, s in self.acks if window.start <= t < window.end]
+
+
+async def insert_stale(pool: asyncpg.Pool, rows: int) -> None:
+    await pool.execute(
+        "INSERT INTO object (id, last_seen) "
+        "SELECT g, now() - interval '1 day' FROM generate_series(1, $1::bigint) g",
+        rows,
+    )
+    await pool.execute("ANALYZE object")
+
+
+async def delete_with_routine(
+    pool: asyncpg.Pool, run: RoutineRun, database: str, window: Window, workdir: Path
+) -> float:
+    """Run ``python -m routine`` until no stale row is left; return its peak RSS (MB)."""
+    log_path = workdir / "routine.log"
+    with log_path.open("ab") as log:
+        routine = subprocess.Popen(  # noqa: ASYNC220 - started once per pair, not in a hot loop
+            [sys.executable, "-m", "routine"],
+            cwd=workdir,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                **postgres_env(database),
+                "OBJECT_TTL": "1h",
+                "ROUTINE_INTERVAL": "1s",
+                "ROUTINE_BATCH_SIZE": str(run.batch_size),
+                "ROUTINE_BATCH_PAUSE": format_duration(run.batch_pause),
+                "LOG_FORMAT": "json",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        meter = CpuMeter(routine.pid)
+        meter.start()
+        deadline = time.perf_counter() + run.delete_timeout
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.25)
+            if routine.poll() is not None:
+                raise SystemExit(f"routine exited: {log_path.read_text()}")
+            if not await pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM object WHERE id <= $1)", run.stale_rows
+            ):
+                break
+        else:
+            raise SystemExit(f"the routine did not delete the stale rows in {run.delete_timeout} s")
+        window.routine_cpu_seconds = meter.stop()
+        peak = vm_hwm_mb(routine.pid)
+        routine.terminate()
+        # Not routine.wait(): it would block this loop, and the writers it times, while the
+        # routine shuts down (a 120-130 ms "stall" at the end of the delete came from that).
+        await asyncio.to_thread(routine.wait, 20)
+        return peak
+    finally:
+        if routine.poll() is None:
+            routine.kill()
 
 
 async def routine_at_scale(
@@ -119,88 +295,113 @@ async def routine_at_scale(
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     dsn = database_dsn(database)
-    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=8)
-    routine: subprocess.Popen[bytes] | None = None
+    pool = await asyncpg.create_pool(dsn, min_size=run.writers, max_size=run.writers + 2)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
     try:
         await migrate(pool)
         say(f"inserting {run.stale_rows:,} stale rows")
         started = time.perf_counter()
-        await pool.execute(
-            "INSERT INTO object (id, last_seen) "
-            "SELECT g, now() - interval '1 day' FROM generate_series(1, $1::bigint) g",
-            run.stale_rows,
-        )
-        await pool.execute("ANALYZE object")
+        await insert_stale(pool, run.stale_rows)
         figures.fill_seconds = time.perf_counter() - started
 
-        upserter = Upserter(pool, run.rate)
-        stop = asyncio.Event()
         t_0 = time.perf_counter()
-        upserts = asyncio.create_task(upserter.run(stop))
-        say(f"baseline: {run.rate:,.0f} upserts/s for {run.baseline:.0f} s")
-        await asyncio.sleep(run.baseline)
-        figures.routine_started = time.perf_counter() - t_0
-        with tempfile.TemporaryDirectory(prefix="bench_routine_") as tmp:
-            log = (Path(tmp) / "routine.log").open("wb")
-            routine = subprocess.Popen(  # noqa: ASYNC220 - started once, not in a hot loop
-                [sys.executable, "-m", "routine"],
-                cwd=tmp,
-                env={
-                    **os.environ,
-                    "PYTHONPATH": str(ROOT),
-                    **postgres_env(database),
-                    "OBJECT_TTL": "1h",
-                    "ROUTINE_INTERVAL": "1s",
-                    "ROUTINE_BATCH_SIZE": str(run.batch_size),
-                    "ROUTINE_BATCH_PAUSE": format_duration(run.batch_pause),
-                    "LOG_FORMAT": "json",
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        recorder = Recorder(t_0)
+        writers: list[BatchWriter[float]] = [
+            BatchWriter(
+                pool,
+                max_rows=WRITER_MAX_ROWS,
+                max_delay=WRITER_MAX_DELAY,
+                on_flush=recorder.on_flush,
             )
-            meter = CpuMeter(routine.pid)
-            meter.start()
-            deadline = time.perf_counter() + run.delete_timeout
-            while time.perf_counter() < deadline:
-                await asyncio.sleep(0.25)
-                if routine.poll() is not None:
-                    raise SystemExit(f"routine exited: {(Path(tmp) / 'routine.log').read_text()}")
-                if not await pool.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM object WHERE id <= $1)", run.stale_rows
-                ):
-                    break
-                say(f"deleting: {time.perf_counter() - t_0 - figures.routine_started:.0f} s")
-            figures.routine_done = time.perf_counter() - t_0
-            figures.delete_seconds = figures.routine_done - figures.routine_started
-            figures.routine_cpu_seconds = meter.stop()
-            figures.routine_peak_rss_mb = vm_hwm_mb(routine.pid)
-            routine.terminate()
-            # Not routine.wait(): it would block this loop, and the upserts it times, while the
-            # routine shuts down (a 120-130 ms "stall" at the end of the delete came from that).
-            await asyncio.to_thread(routine.wait, 20)
+            for _ in range(run.writers)
+        ]
+        tasks = [asyncio.create_task(w.run(recorder)) for w in writers]
+        feeder = asyncio.create_task(Feeder(writers, run.rate).run(stop))
+        windows: list[Window] = []
+        with tempfile.TemporaryDirectory(prefix="bench_routine_") as tmp:
+            for repeat in range(1, run.repeats + 1):
+                if repeat > 1:
+                    say(f"pair {repeat}: inserting the stale rows again")
+                    await insert_stale(pool, run.stale_rows)
+                    await asyncio.sleep(1)  # let the insert's own I/O settle out of the window
+                say(f"pair {repeat}: {run.baseline:.0f} s without the delete")
+                without = Window(during=False, start=time.perf_counter() - t_0)
+                await asyncio.sleep(run.baseline)
+                without.end = time.perf_counter() - t_0
+                say(f"pair {repeat}: the routine deletes {run.stale_rows:,} rows")
+                during = Window(during=True, start=time.perf_counter() - t_0)
+                peak = await delete_with_routine(pool, run, database, during, Path(tmp))
+                during.end = time.perf_counter() - t_0
+                during.rows_deleted = run.stale_rows
+                figures.routine_peak_rss_mb = max(peak, figures.routine_peak_rss_mb)
+                windows += [without, during]
+                figures.pairs.append(Pair(without, during))
         stop.set()
-        await upserts
-        for due, latency in upserter.results:
-            t = due - t_0
-            figures.timeline.append((t, latency))
-            if t < figures.routine_started:
-                figures.baseline.append(latency)
-            elif t <= figures.routine_done:
-                figures.during.append(latency)
+        await feeder
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*tasks)
+        for window in windows:
+            recorder.fill(window)
+        commit_q = common_quantile(w.commits for w in windows)
+        ack_q = common_quantile(w.acks for w in windows)
+        for pair in figures.pairs:
+            pair.commit_q, pair.ack_q = commit_q, ack_q
+        figures.flushes = recorder.commits
+        figures.failed_flushes = recorder.failures
+        figures.load = load_average()
     finally:
-        if routine is not None and routine.poll() is None:
-            routine.kill()
+        stop.set()
+        for task in tasks:
+            task.cancel()
         await pool.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
     return figures
 
 
+def print_figures(figures: RoutineFigures) -> None:
+    run = figures.run
+    print(f"filled {run.stale_rows:,} stale rows in {figures.fill_seconds:.1f} s")
+    print(
+        f"{run.writers} batch writers at {run.rate:,.0f} rows/s in all; the routine in batches "
+        f"of {run.batch_size:,}, {format_duration(run.batch_pause)} apart; load {figures.load}"
+    )
+    print(
+        f"delete: {figures.delete_seconds.label(1, ' s')}, "
+        f"{figures.rows_per_second.label(0, ' rows/s')}, routine CPU "
+        f"{figures.routine_cpu_per_row_ms.label(4, ' ms')} per row, peak RSS "
+        f"{figures.routine_peak_rss_mb:.0f} MB"
+    )
+    for number, pair in enumerate(figures.pairs, 1):
+        commit_without, commit_during = pair.commit_tails
+        ack_without, ack_during = pair.ack_tails
+        print(
+            f"pair {number}: commit {commit_without.label(1000, ' ms')} without, "
+            f"{commit_during.label(1000, ' ms')} during: {pair.ratio:.2f}×; "
+            f"ack delay {ack_without.label(1000, ' ms')} / {ack_during.label(1000, ' ms')}: "
+            f"{pair.ack_ratio:.2f}×"
+        )
+    print(
+        f"commit latency during / without: {figures.ratios.label(2, '×')} — target ≤ "
+        f"{ROUTINE_RATIO:g}×: {figures.verdict}"
+    )
+    print(f"ack delay during / without: {figures.ack_ratios.label(2, '×')}")
+    print(f"noise: {figures.noise()}")
+    if figures.failed_flushes:
+        print(f"failed flushes (retried): {figures.failed_flushes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--stale-rows", type=int, default=1_000_000)
-    parser.add_argument("--rate", type=float, default=3000.0, help="upserted rows/s")
-    parser.add_argument("--baseline", type=float, default=20.0, help="seconds without the delete")
+    parser.add_argument("--stale-rows", type=int, default=RoutineRun.stale_rows)
+    parser.add_argument("--rate", type=float, default=RoutineRun.rate, help="rows/s, all writers")
+    parser.add_argument(
+        "--baseline", type=float, default=RoutineRun.baseline, help="seconds of each window without"
+    )
+    parser.add_argument("--repeats", type=int, default=RoutineRun.repeats, help="pairs")
+    parser.add_argument("--writers", type=int, default=RoutineRun.writers, help="batch writers")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -219,32 +420,12 @@ def main() -> None:
         args.stale_rows,
         args.rate,
         args.baseline,
+        repeats=args.repeats,
+        writers=args.writers,
         batch_size=args.batch_size,
         batch_pause=args.batch_pause,
     )
-    figures = asyncio.run(routine_at_scale(run))
-    print(f"filled {args.stale_rows:,} stale rows in {figures.fill_seconds:.1f} s")
-    print(
-        f"routine: batches of {run.batch_size:,}, {format_duration(run.batch_pause)} apart; "
-        f"deleted them in {figures.delete_seconds:.1f} s "
-        f"({args.stale_rows / figures.delete_seconds:,.0f} rows/s), routine CPU "
-        f"{figures.routine_cpu_seconds:.1f} s, peak RSS {figures.routine_peak_rss_mb:.0f} MB"
-    )
-    for name, values in (("without the delete", figures.baseline), ("during it", figures.during)):
-        print(
-            f"upsert of {round(args.rate * BATCH_INTERVAL)} rows {name}: "
-            f"p50 {1000 * percentile(values, 0.5):.1f} ms, "
-            f"p99 {1000 * percentile(values, 0.99):.1f} ms, "
-            f"max {1000 * max(values, default=float('nan')):.1f} ms (n={len(values)})"
-        )
-    print(f"p99 during / without: {figures.ratio:.2f} (target <= 2)")
-    slowest = sorted(figures.timeline, key=lambda point: point[1])[-3:]
-    print(
-        "slowest upserts (s after the routine started: ms): "
-        + ", ".join(
-            f"{t - figures.routine_started:+.2f}: {1000 * latency:.1f}" for t, latency in slowest
-        )
-    )
+    print_figures(asyncio.run(routine_at_scale(run, lambda text: print(f"… {text}"))))
 
 
 if __name__ == "__main__":

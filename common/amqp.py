@@ -19,11 +19,11 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from yarl import URL
 
-from common.nodes import BrokerFailover, connect_any, parse_amqp_nodes, shuffled
+from common.nodes import FailoverConnection, connect_any, parse_amqp_nodes, shuffled
 from common.retrying import DependencyUnavailable, retry_connect
 from common.tls import certificate_refused, describe_refusal
 
@@ -139,22 +139,25 @@ async def connect_amqp(
     nodes = shuffled(parse_amqp_nodes(uri))
 
     async def connect(node: str) -> AbstractRobustConnection:
+        connection = FailoverConnection(
+            URL(node),
+            nodes=nodes,
+            node_index=nodes.index(node),
+            client_properties={"connection_name": connection_name},
+            reconnect_interval=reconnect_interval,
+            ssl_context=ssl_context,
+        )
         try:
-            return await aio_pika.connect_robust(
-                node,
-                client_properties={"connection_name": connection_name},
-                reconnect_interval=reconnect_interval,
-                timeout=10,
-                ssl_context=ssl_context,
-            )
-        except (OSError, ConnectionError) as error:
+            await connection.connect(timeout=10)
+        except BaseException as error:
+            await connection.close()  # never connected: nothing of it may run on
             # not another node's business: every node presents the cluster's certificate
             raise_if_certificate_refused(error, f"rabbitmq ({connection_name})")
             raise
+        return connection
 
     async def attempt() -> AbstractRobustConnection:
-        index, connection = await connect_any(nodes, connect)
-        BrokerFailover(nodes, index, reconnect_interval).attach(connection)
+        _, connection = await connect_any(nodes, connect)
         return connection
 
     return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)

@@ -9,7 +9,7 @@ its standbys in ``POSTGRES_HOST`` / ``POSTGRES_PORT``.
 * ``POSTGRES_HOST`` / ``POSTGRES_PORT`` are lists as libpq's ``host`` and ``port`` are: one port
   for every host, or one port per host. asyncpg follows the host that accepts writes.
 
-Pure parsing lives here; connecting is :func:`connect_any` and :class:`BrokerFailover`.
+Pure parsing lives here; connecting is :func:`connect_any` and :class:`FailoverConnection`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+import aio_pika
 import aiormq
+import aiormq.abc
 import structlog
+from aio_pika.abc import TimeoutType
 from yarl import URL
 
 log = structlog.get_logger(__name__)
@@ -179,51 +182,72 @@ async def connect_any(
     raise last_error
 
 
-class BrokerFailover:
-    """Points an aio-pika robust connection at the next node while it cannot reconnect.
+class FailoverConnection(aio_pika.RobustConnection):
+    """An aio-pika robust connection that moves to the next node while it cannot reconnect.
 
-    aio-pika's robust connection reconnects to ``connection.url`` only (aio-pika issue #141,
-    open since 2018). Its public parts are enough to change that: when the connection closes,
-    move ``url`` to the next node before the first reconnect attempt, and keep moving it every
-    ``interval`` (the connection's ``reconnect_interval``) until it is connected again. Channels,
-    queues and consumers are then restored on the new node by aio-pika as usual.
+    aio-pika's robust connection reconnects to ``url`` only (aio-pika issue #141, open since
+    2018). Its public parts are enough to change that: when the connection closes, move ``url``
+    to the next node before the first reconnect attempt, and keep moving it every
+    ``reconnect_interval`` until it is connected again. Channels, queues and consumers are then
+    restored on the new node by aio-pika as usual.
+
+    Built complete (``FailoverConnection(URL(nodes[i]), nodes=nodes, node_index=i, ...)``, then
+    ``connect()``: see :func:`common.amqp.connect_amqp`); it watches for drops once connected. The
+    task that keeps moving ``url`` is this connection's own: :meth:`close` cancels and awaits it
+    before closing the connection.
     """
 
-    def __init__(self, nodes: Sequence[str], current: int, interval: float) -> None:
-        self.nodes = tuple(nodes)
-        self.current = current
-        self.interval = interval
-        self._connection: Any = None
+    def __init__(
+        self,
+        url: URL,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        nodes: Sequence[str] = (),
+        node_index: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(url, loop, **kwargs)
+        self.nodes = tuple(nodes) or (str(url),)
+        self.node_index = node_index
+        self._closing = False
         self._rotating: asyncio.Task[None] | None = None
 
-    def attach(self, connection: Any) -> None:
-        self._connection = connection
+    async def connect(self, timeout: TimeoutType = None) -> None:  # noqa: ASYNC109 - aio-pika's
+        await super().connect(timeout)
+        # Watched from the first success on (adding again on a reconnect is a no-op: a set): a
+        # connection that never connected is dropped by its caller, and must leave nothing
+        # running.
         if len(self.nodes) > 1:
-            connection.close_callbacks.add(self._on_close)
+            self.close_callbacks.add(self._on_close)
+
+    async def close(self, exc: aiormq.abc.ExceptionType | None = asyncio.CancelledError) -> None:
+        self._closing = True  # from here on, a lost transport starts no rotation
+        rotating, self._rotating = self._rotating, None
+        if rotating is not None:
+            rotating.cancel()
+            await asyncio.wait([rotating])
+        await super().close(exc)
 
     def advance(self) -> str:
         """Make the next node the one to connect to; return it."""
-        self.current = (self.current + 1) % len(self.nodes)
-        node = self.nodes[self.current]
-        if self._connection is not None:
-            self._connection.url = URL(node)
+        self.node_index = (self.node_index + 1) % len(self.nodes)
+        node = self.nodes[self.node_index]
+        self.url = URL(node)
         return node
 
     def _on_close(self, *_: object) -> None:
-        connection = self._connection
-        if connection is None or connection.close_called:
+        if self._closing or self.close_called:
             return
         node = self.advance()
         log.warning("broker_failover", next_node=mask(node))
         if self._rotating is None or self._rotating.done():
-            self._rotating = asyncio.get_running_loop().create_task(self._rotate_until_connected())
+            self._rotating = self.loop.create_task(self._rotate_until_connected())
 
     async def _rotate_until_connected(self) -> None:
-        connection = self._connection
-        while not connection.close_called and not connection.is_closed:
+        while not self.close_called and not self.is_closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(connection.connected.wait(), self.interval)
-                log.info("broker_reconnected", node=mask(self.nodes[self.current]))
+                await asyncio.wait_for(self.connected.wait(), self.reconnect_interval)
+                log.info("broker_reconnected", node=mask(self.nodes[self.node_index]))
                 return
             node = self.advance()
             log.info("broker_failover", next_node=mask(node))

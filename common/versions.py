@@ -1,12 +1,11 @@
 """The library versions whose private parts a fast path relies on, checked at start-up.
 
-Three hot paths reach below a library's public API: the producer's confirm pipeline and its
-broker-blocked flag (aiormq and the pamqp frames it sends), and the consumer's status client
-(aiohttp's connector and protocol). pyproject.toml pins each of those libraries to the minor
-series tested here; this module is the run-time half of the same guard. A service that uses a fast
-path calls :func:`check_fast_paths` before it connects to anything: on any other minor it stops at
-once with one line naming the package, the version found, the version tested and the setting that
-selects the public-API twin — never an ``AttributeError`` under load.
+One hot path reaches below a library's public API: the producer's confirm pipeline and its
+broker-blocked flag (aiormq and the pamqp frames it sends). pyproject.toml pins those libraries
+to the minor series tested here; this module is the run-time half of the same guard. A service that
+uses a fast path calls :func:`check_fast_paths` before it connects to anything: on any other minor
+it stops at once with one line naming the package, the version found, the version tested and the
+setting that selects the public-API twin — never an ``AttributeError`` under load.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
-TESTED: dict[str, str] = {"aiohttp": "3.14", "aiormq": "7.2", "pamqp": "4.0"}
+TESTED: dict[str, str] = {"aiormq": "7.2", "pamqp": "4.0"}
 """Minor series each library's internals were tested with. Keep in step with pyproject.toml."""
 
 
@@ -33,7 +32,7 @@ class FastPath:
 
 
 def minor_of(version: str) -> str:
-    """``"3.14.5"`` → ``"3.14"``."""
+    """``"7.2.4"`` → ``"7.2"``."""
     return ".".join(version.split(".")[:2])
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 from common.entrypoint import run_service
 from consumer.replay import ReplaySettings, replay_dead
-from consumer.service import FAST_PATHS, run_consumer, tune_gc
+from consumer.service import run_consumer, tune_gc
 from consumer.settings import ConsumerSettings
 
 
@@ -30,7 +30,7 @@ def run(argv: list[str] | None = None) -> None:
             await replay_dead(settings, args.limit)
 
         run_service("consumer", ReplaySettings, replay_main)
-    run_service("consumer", ConsumerSettings, consume, fast_paths=FAST_PATHS)
+    run_service("consumer", ConsumerSettings, consume)
 
 
 if __name__ == "__main__":

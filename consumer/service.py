@@ -17,7 +17,6 @@ from common.heap import freeze_startup_heap
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
 from common.probes import DatabaseProbe
-from common.versions import FastPath
 from consumer import metrics
 from consumer.backoff import RetryPolicy, retry_tiers
 from consumer.batch_writer import BatchWriter
@@ -28,7 +27,6 @@ from consumer.subscription import Subscription
 from consumer.worker import Message, Worker
 
 if TYPE_CHECKING:
-    from consumer.status_client import StatusClient
     from consumer.status_httptools import HttptoolsStatusClient
     from consumer.status_standard import StandardStatusClient
 
@@ -36,24 +34,11 @@ log = structlog.get_logger("consumer")
 T = TypeVar("T")
 
 
-def FAST_PATHS(settings: ConsumerSettings) -> tuple[FastPath, ...]:
-    """The fast paths these settings select (checked at start-up)."""
-    if settings.status_client != "fast":
-        return ()
-    from consumer.status_client import FAST_PATH
-
-    return (FAST_PATH,)
-
-
 def status_client_class(
     kind: StatusClientKind,
-) -> type[StatusClient | StandardStatusClient | HttptoolsStatusClient]:
-    """The client ``STATUS_CLIENT`` names, imported only when chosen: an aiohttp whose internals
-    moved cannot break the public twins at import."""
-    if kind == "fast":
-        from consumer.status_client import StatusClient
-
-        return StatusClient
+) -> type[StandardStatusClient | HttptoolsStatusClient]:
+    """The client ``STATUS_CLIENT`` names, imported only when chosen: the default never imports
+    aiohttp's client."""
     if kind == "standard":
         from consumer.status_standard import StandardStatusClient
 
@@ -161,14 +146,6 @@ async def _serve(
         },
         service="consumer",
     )
-    subscription = Subscription(
-        connection,
-        worker,
-        queue_name=settings.queue_name,
-        max_consumers=settings.max_consumers,
-        prefetch=settings.prefetch,
-        watchdog_interval=settings.watchdog_interval,
-    )
     # Every task (and the metrics server) is started in this stack, so whatever raises below
     # (a refused subscription, a crash) cancels and awaits them: none outlives the call.
     async with contextlib.AsyncExitStack() as tasks:
@@ -176,7 +153,14 @@ async def _serve(
         start_in(tasks, database.run())
         start_in(tasks, beat_forever())
         writer_task = start_in(tasks, writer.run(worker))
-        await subscription.start()
+        subscription = await Subscription.open(
+            connection,
+            worker,
+            queue_name=settings.queue_name,
+            max_consumers=settings.max_consumers,
+            prefetch=settings.prefetch,
+            watchdog_interval=settings.watchdog_interval,
+        )
         log.info(
             "consumer_started",
             queue=settings.queue_name,

@@ -5,12 +5,11 @@ and a boolean ``online``. Everything else (a timeout, a refused or reset connect
 body that is not that JSON, one over :data:`MAX_BODY_BYTES`) raises :class:`StatusFailure` with a
 short reason, which the worker turns into a delayed retry.
 
-Three clients implement :class:`StatusLookup` with the same answers and pool limits:
+Two clients implement :class:`StatusLookup` with the same answers and pool limits:
 ``STATUS_CLIENT=httptools`` (:mod:`consumer.status_httptools`, the default: httptools' parser on
-an asyncio protocol, public layers only, the least CPU per id), ``STATUS_CLIENT=fast``
-(:mod:`consumer.status_client`, which drives aiohttp's connector and protocol below its public
-API) and ``STATUS_CLIENT=standard`` (:mod:`consumer.status_standard`, a plain
-``aiohttp.ClientSession``).
+an asyncio protocol, public layers only, the least CPU per id) and ``STATUS_CLIENT=standard``
+(:mod:`consumer.status_standard`, a plain ``aiohttp.ClientSession``: the reference the other is
+tested against). This module imports no HTTP library: each client brings its own.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
-import aiohttp
 import orjson
 
-StatusClientKind = Literal["fast", "standard", "httptools"]
+StatusClientKind = Literal["httptools", "standard"]
 
 MAX_BODY_BYTES = 4096
 
@@ -52,11 +50,9 @@ class StatusLookup(Protocol):
 
 
 class StatusClientBase:
-    """``async with Client(base_url, max_connections=..., timeout=...) as client``: opened on
-    entry (in the running loop), closed on exit."""
+    """A client built complete, in the running loop; ``async with`` closes it on exit."""
 
     async def __aenter__(self) -> Self:
-        await self._open()
         return self
 
     async def __aexit__(
@@ -67,9 +63,6 @@ class StatusClientBase:
     ) -> None:
         await self.close()
 
-    async def _open(self) -> None:
-        raise NotImplementedError
-
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -78,7 +71,9 @@ class SweptClient(StatusClientBase):
     """A client whose lookups are cut off after ``timeout`` by one sweep every
     ``sweep_interval`` over a FIFO of deadlines, instead of a timer per request: with thousands
     in flight, per-request timers were ~6% of the consumer's CPU. A lookup is cut off between
-    ``timeout`` and ``timeout + sweep_interval``. Subclasses implement :meth:`_ask`."""
+    ``timeout`` and ``timeout + sweep_interval``. The sweep starts here, in the running loop, and
+    :meth:`close` ends it: a subclass checks its arguments before it calls this. Subclasses
+    implement :meth:`_ask`."""
 
     def __init__(
         self,
@@ -94,18 +89,13 @@ class SweptClient(StatusClientBase):
         self._sweep_interval = min(sweep_interval, timeout)
         self._deadlines: deque[tuple[float, weakref.ref[asyncio.Task[Any]]]] = deque()
         self._expired: set[asyncio.Task[Any]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.create_task(self._sweep())
 
-    def _start_sweeper(self) -> asyncio.AbstractEventLoop:
-        self._loop = loop = asyncio.get_running_loop()
-        self._sweeper = loop.create_task(self._sweep())
-        return loop
-
-    def _stop_sweeper(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+    async def close(self) -> None:
+        """End the sweep (a subclass closes its connections after this)."""
+        self._sweeper.cancel()
+        await asyncio.wait([self._sweeper])
 
     async def _sweep(self) -> None:
         deadlines, expired = self._deadlines, self._expired
@@ -121,7 +111,6 @@ class SweptClient(StatusClientBase):
     async def lookup(self, object_id: int) -> bool:
         """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
         gives no usable answer."""
-        assert self._sweeper is not None, "use the client as an async context manager"
         # With the loop given, current_task() skips get_running_loop() and its getpid() call.
         task = asyncio.current_task(self._loop)
         assert task is not None
@@ -168,29 +157,3 @@ def check_length(content_length: int | None) -> None:
     """Refuse an announced body over :data:`MAX_BODY_BYTES` before reading it."""
     if content_length is not None and content_length > MAX_BODY_BYTES:
         raise StatusFailure(f"bad body: {content_length} bytes")
-
-
-def status_connector(max_connections: int) -> aiohttp.TCPConnector:
-    """The keep-alive pool both clients use: at most ``max_connections`` sockets (the worker
-    never has more lookups in flight, so no request waits for a connection)."""
-    return aiohttp.TCPConnector(
-        limit=max_connections,
-        limit_per_host=0,
-        ttl_dns_cache=60,
-        # Idle connections are kept longer than aiohttp's 15 s so that a dip in load does
-        # not cost a reconnect storm on the next peak (servers keep idle ones for 75 s+).
-        keepalive_timeout=30,
-    )
-
-
-# Sent by neither client: no User-Agent, and no Accept-Encoding (nothing to decompress).
-SKIPPED_HEADERS = ("User-Agent", "Accept-Encoding")
-
-
-def connect_failure(error: aiohttp.ClientError) -> StatusFailure:
-    """The reason for an error raised while getting a connection or an answer on it."""
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return StatusFailure(f"cannot connect: {error.os_error!r}")
-    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return StatusFailure(f"connection lost: {error!r}")
-    return StatusFailure(f"http error: {error!r}")

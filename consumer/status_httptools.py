@@ -1,19 +1,19 @@
 """A status client on public, stable layers only: an asyncio ``Protocol`` per connection and
 httptools' response parser (llhttp, the parser aiohttp itself uses), with a small keep-alive pool
-of its own (``STATUS_CLIENT=httptools``, the default: a third less CPU per id than the aiohttp
-clients, see docs/BENCHMARKS.md).
+of its own (``STATUS_CLIENT=httptools``, the default: a third less CPU per id than the
+aiohttp-internals client it replaced, see docs/BENCHMARKS.md).
 
-The same answers and failures as the other two clients (the rules in :mod:`consumer.status`; the
-same tests run against all three), the same head (request line, ``Host``, ``Accept: */*``), the
-same deadline sweep (:class:`~consumer.status.SweptClient`). What it does itself, and aiohttp
-does for the others: the pool (LIFO, idle connections dropped after 30 s or when the server
-closed them; the worker never has more than ``max_connections`` lookups in flight, so the pool
-never holds more), the connect timeout (``timeout``), and the reuse rule (only after a complete
-answer the parser says may be kept alive, with no bytes beyond it), ``https://`` with the
+The same answers and failures as the standard client (the rules in :mod:`consumer.status`; the same
+tests run against both) and the same head (request line, ``Host``, ``Accept: */*``); lookups are
+cut off by :class:`~consumer.status.SweptClient`'s deadline sweep. What it does itself, and aiohttp
+does for the standard client: the pool (LIFO, idle connections dropped after 30 s or when the
+server closed them; the worker never has more than ``max_connections`` lookups in flight, so the
+pool never holds more), the connect timeout (``timeout``), and the reuse rule (only after a
+complete answer the parser says may be kept alive, with no bytes beyond it), ``https://`` with the
 system's trust store and host-name check (``ssl.create_default_context``, which honours
 ``SSL_CERT_FILE``), and a resolver cache: the host's addresses are looked up at most once per
-``DNS_TTL`` seconds (aiohttp's default too), one lookup at a time, new connections go to them
-in turn, and when a new lookup fails the last addresses found are used until one succeeds.
+``DNS_TTL`` seconds (aiohttp's default too), one lookup at a time, new connections go to them in
+turn, and when a new lookup fails the last addresses found are used until one succeeds.
 """
 
 from __future__ import annotations
@@ -122,12 +122,11 @@ class _Connection(asyncio.Protocol):
 
 
 class HttptoolsStatusClient(SweptClient):
-    """``async with HttptoolsStatusClient(...) as client: await client.lookup(42)``."""
+    """``async with HttptoolsStatusClient(...) as client: await client.lookup(42)``; built in
+    the running loop, complete."""
 
-    _idle: list[_Connection] = []  # replaced by _open's own list before any use
-
-    async def _open(self) -> None:
-        url = URL(self._base, encoded=True)
+    def __init__(self, base_url: str, *, max_connections: int, timeout: float) -> None:
+        url = URL(base_url.rstrip("/") + "/objects/", encoded=True)
         if url.scheme not in ("http", "https") or url.raw_host is None:
             raise ValueError("STATUS_CLIENT=httptools speaks http:// and https:// only")
         self._host = url.raw_host
@@ -136,22 +135,22 @@ class HttptoolsStatusClient(SweptClient):
         host = self._host if url.is_default_port() else f"{self._host}:{self._port}"
         self._head_start = f"GET {url.raw_path}".encode()
         self._head_end = f" HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode()
-        self._idle = []
+        self._idle: list[_Connection] = []
         self._addresses: list[str] = []
         self._resolved_at = -DNS_TTL
         self._resolving: asyncio.Future[list[str]] | None = None
         self._turn = 0
-        self._start_sweeper()
+        # Last: it starts the sweep, which close() ends.
+        super().__init__(base_url, max_connections=max_connections, timeout=timeout)
 
     async def close(self) -> None:
-        self._stop_sweeper()
+        await super().close()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
 
     async def _ask(self, object_id: int) -> bool:
         loop = self._loop
-        assert loop is not None
         head = b"%b%d%b" % (self._head_start, object_id, self._head_end)
         for resend in (False, True):
             connection = await self._connect() if resend else await self._take()
@@ -182,7 +181,6 @@ class HttptoolsStatusClient(SweptClient):
 
     async def _connect(self) -> _Connection:
         loop = self._loop
-        assert loop is not None
         try:
             async with asyncio.timeout(self._timeout):
                 addresses = await self._resolve()
@@ -213,7 +211,6 @@ class HttptoolsStatusClient(SweptClient):
 
     async def _lookup(self) -> list[str]:
         loop = self._loop
-        assert loop is not None
         try:
             found = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
             addresses = list(dict.fromkeys(str(info[4][0]) for info in found))

@@ -1,10 +1,10 @@
 """The standard status client (``STATUS_CLIENT=standard``): a plain ``aiohttp.ClientSession``.
 
-The public-API twin of :class:`consumer.status_client.StatusClient`, with the same answers and
-failures (the rules are in :mod:`consumer.status`; the same tests run against both), the same
-pool (:func:`consumer.status.status_connector`), the same headers and the same timeout. It costs
-more CPU per request (aiohttp's request and response objects), but relies on nothing below
-aiohttp's documented API: the fallback on an aiohttp version the fast client was not tested with.
+The reference the default client (:mod:`consumer.status_httptools`) is tested against: the same
+answers and failures (the rules are in :mod:`consumer.status`; the same tests run against both),
+the same headers and the same timeout, through nothing below aiohttp's documented API. It costs
+more CPU per request (aiohttp's request and response objects). Everything aiohttp-specific of
+the status seam lives here, so that :mod:`consumer.status` imports no HTTP library.
 
 A request that finds its kept-alive connection closed by the server is sent once more on a fresh
 one: ``ClientSession`` does that itself for a GET.
@@ -14,42 +14,59 @@ from __future__ import annotations
 
 import aiohttp
 
-from consumer import status
-from consumer.status import StatusClientBase, StatusFailure
+from consumer.status import StatusClientBase, StatusFailure, check_length, parse_status
+
+# Sent by neither client: no User-Agent, and no Accept-Encoding (nothing to decompress).
+SKIPPED_HEADERS = ("User-Agent", "Accept-Encoding")
+
+
+def status_connector(max_connections: int) -> aiohttp.TCPConnector:
+    """The keep-alive pool: at most ``max_connections`` sockets (the worker never has more
+    lookups in flight, so no request waits for a connection)."""
+    return aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        # Idle connections are kept longer than aiohttp's 15 s so that a dip in load does
+        # not cost a reconnect storm on the next peak (servers keep idle ones for 75 s+).
+        keepalive_timeout=30,
+    )
+
+
+def connect_failure(error: aiohttp.ClientError) -> StatusFailure:
+    """The reason for an error raised while getting a connection or an answer on it."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return StatusFailure(f"cannot connect: {error.os_error!r}")
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return StatusFailure(f"connection lost: {error!r}")
+    return StatusFailure(f"http error: {error!r}")
 
 
 class StandardStatusClient(StatusClientBase):
-    """``async with StandardStatusClient(...) as client: await client.lookup(42)``."""
+    """``async with StandardStatusClient(...) as client: await client.lookup(42)``; built in
+    the running loop, complete."""
 
     def __init__(self, base_url: str, *, max_connections: int, timeout: float) -> None:
         self._base = base_url.rstrip("/") + "/objects/"
-        self._max_connections = max_connections
-        # ``timeout`` bounds the whole request, as the fast client's sweep does, and connecting.
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _open(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=status.status_connector(self._max_connections),
-            timeout=self._timeout,
-            skip_auto_headers=status.SKIPPED_HEADERS,
+            connector=status_connector(max_connections),
+            # ``timeout`` bounds the whole request, as the httptools client's sweep does, and
+            # connecting.
+            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=timeout),
+            skip_auto_headers=SKIPPED_HEADERS,
             auto_decompress=False,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     async def lookup(self, object_id: int) -> bool:
         """Whether the status API says ``object_id`` is online; :class:`StatusFailure` if it
         gives no usable answer."""
-        session = self._session
-        assert session is not None, "use StandardStatusClient as an async context manager"
         try:
-            async with session.get(f"{self._base}{object_id}") as response:
+            async with self._session.get(f"{self._base}{object_id}") as response:
                 try:
-                    status.check_length(response.content_length)
+                    check_length(response.content_length)
                 except StatusFailure:
                     response.close()  # a refused body is never read: nor is its connection reused
                     raise
@@ -57,5 +74,5 @@ class StandardStatusClient(StatusClientBase):
         except TimeoutError:
             raise StatusFailure("timeout") from None
         except aiohttp.ClientError as error:
-            raise status.connect_failure(error) from None
-        return status.parse_status(object_id, response.status, body)
+            raise connect_failure(error) from None
+        return parse_status(object_id, response.status, body)

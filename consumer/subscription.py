@@ -74,23 +74,24 @@ class Intake(Protocol):
 class Subscription:
     """Consumes the work queue on a channel of its own; see the module docstring.
 
-    ``prefetch`` None: sized from ``max_consumers`` and the ids per message seen so far."""
+    ``await Subscription.open(...)`` returns one that is consuming. ``prefetch`` None: sized from
+    ``max_consumers`` and the ids per message seen so far."""
 
     def __init__(
         self,
         connection: AbstractRobustConnection,
         intake: Intake,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
         *,
-        queue_name: str,
         max_consumers: int,
         prefetch: int | None,
         watchdog_interval: float,
     ) -> None:
         self._connection = connection
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
         self._intake = intake
-        self._queue_name = queue_name
+        self._channel = channel
+        self._queue = queue
         self._max_consumers = max_consumers
         self._watchdog_interval = watchdog_interval
         self._fixed = prefetch is not None
@@ -98,25 +99,47 @@ class Subscription:
         self._tag: str | None = None
         self._last_delivery_at = time.monotonic()
 
+    @classmethod
+    async def open(
+        cls,
+        connection: AbstractRobustConnection,
+        intake: Intake,
+        *,
+        queue_name: str,
+        max_consumers: int,
+        prefetch: int | None,
+        watchdog_interval: float,
+    ) -> Subscription:
+        """Open a channel, (re)declare the queue, and consume: a subscription that is running."""
+        channel, queue = await _declared(connection, queue_name)
+        subscription = cls(
+            connection,
+            intake,
+            channel,
+            queue,
+            max_consumers=max_consumers,
+            prefetch=prefetch,
+            watchdog_interval=watchdog_interval,
+        )
+        try:
+            await subscription._consume()
+        except BaseException:
+            await channel.close()
+            raise
+        return subscription
+
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         self._last_delivery_at = time.monotonic()
         await self._intake.on_message(message)
 
-    async def start(self) -> None:
-        """Open a channel, (re)declare the queue, and consume."""
-        self._channel = await self._connection.channel()
-        self._queue = await declare_topology(self._channel, self._queue_name)
-        await self._consume()
-
     async def _consume(self) -> None:
-        assert self._channel is not None and self._queue is not None
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._tag = await self._queue.consume(self._deliver)
         log.info("subscribed", queue=self._queue.name, prefetch=self.prefetch)
 
     async def cancel(self) -> None:
         """Stop deliveries; what was delivered stays unacked on the channel, to be acked."""
-        if self._tag is None or self._queue is None:
+        if self._tag is None:
             return
         tag, self._tag = self._tag, None
         if not self._connection.connected.is_set():
@@ -143,7 +166,7 @@ class Subscription:
         old, queue = self._tag, self._queue
         await self._consume()
         log.info("prefetch_resized", prefetch=target)
-        if old is None or queue is None:
+        if old is None:
             return
         try:
             async with asyncio.timeout(WATCHDOG_TIMEOUT):
@@ -156,15 +179,14 @@ class Subscription:
     async def _reopen(self) -> None:
         """A new channel and consumer. The old channel may be stuck (that is why we are here):
         closing it returns its unacked messages to the queue, and their acks fail harmlessly."""
-        old = self._channel
         self._tag = None
-        if old is not None:
-            try:
-                async with asyncio.timeout(WATCHDOG_TIMEOUT):
-                    await old.close()
-            except AMQP_ERRORS as error:
-                log.warning("old_channel_close_failed", error=repr(error))
-        await self.start()
+        try:
+            async with asyncio.timeout(WATCHDOG_TIMEOUT):
+                await self._channel.close()
+        except AMQP_ERRORS as error:
+            log.warning("old_channel_close_failed", error=repr(error))
+        self._channel, self._queue = await _declared(self._connection, self._queue.name)
+        await self._consume()
 
     async def supervise(self, stop: asyncio.Event, tick: float = 1.0) -> None:
         """Until ``stop``: resize the prefetch to the message size seen, and re-subscribe when
@@ -197,7 +219,7 @@ class Subscription:
         async with asyncio.timeout(WATCHDOG_TIMEOUT):
             probe = await self._connection.channel()
             try:
-                declared = await probe.declare_queue(self._queue_name, passive=True)
+                declared = await probe.declare_queue(self._queue.name, passive=True)
             finally:
                 await probe.close()
         ready = declared.declaration_result.message_count or 0
@@ -206,3 +228,15 @@ class Subscription:
             async with asyncio.timeout(WATCHDOG_TIMEOUT):
                 await self._reopen()
             self._last_delivery_at = time.monotonic()
+
+
+async def _declared(
+    connection: AbstractRobustConnection, queue_name: str
+) -> tuple[AbstractChannel, AbstractQueue]:
+    """A new channel with the topology (re)declared on it, and the work queue."""
+    channel = await connection.channel()
+    try:
+        return channel, await declare_topology(channel, queue_name)
+    except BaseException:
+        await channel.close()
+        raise

@@ -1,8 +1,8 @@
 """``python -m liveview [--once] [--json]``: the suite at a glance, redrawn every second.
 
 Reads the services' ``/metrics``, RabbitMQ's management API and PostgreSQL directly (no
-Prometheus server needed). Settings come from the environment and ``.env`` (``--env-file``), as
-the services read them; the flags override the endpoints.
+Prometheus server needed). Settings come from the environment and ``.env`` (``--env-file``)
+through the services' own settings models (liveview/settings.py); the flags override them.
 """
 
 from __future__ import annotations
@@ -13,19 +13,14 @@ import contextlib
 import os
 import sys
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import orjson
-from dotenv import dotenv_values
 
+from liveview.settings import Config, ConfigurationError, load_config
 from liveview.snapshot import Reading, render_text, summarize
 from liveview.sources import (
-    Broker,
     QueueDepths,
     Samples,
     SourceDown,
@@ -40,62 +35,6 @@ from liveview.sources import (
 SOURCE_TIMEOUT = 0.8
 WINDOW = 10.0  # seconds of readings behind the rates and the lag p99
 CLEAR = "\x1b[H\x1b[2J"
-
-
-class ConfigurationError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Config:
-    producer: str
-    consumers: list[str]
-    broker: Broker
-    queue_name: str
-    dsn: str
-    db_user: str
-
-
-def load_environment(files: Sequence[str]) -> dict[str, str]:
-    """The files in order (later wins), then the process environment over all of them."""
-    values: dict[str, str] = {}
-    for name in files:
-        path = Path(name)
-        if not path.is_file():
-            if name != ".env":
-                raise ConfigurationError(f"--env-file {name}: no such file")
-            continue
-        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    values.update(os.environ)
-    return values
-
-
-def build_config(args: argparse.Namespace, env: dict[str, str]) -> Config:
-    def need(name: str) -> str:
-        value = env.get(name)
-        if not value:
-            raise ConfigurationError(f"{name} is not set (environment or --env-file)")
-        return value
-
-    producer = args.producer or env.get("CALLBACK_ENDPOINT") or "http://127.0.0.1:9090"
-    consumers = args.consumer or [
-        f"http://127.0.0.1:{env[name]}"
-        for name in ("CONSUMER_1_METRICS_PORT", "CONSUMER_2_METRICS_PORT")
-        if env.get(name)
-    ]
-    if not consumers:
-        consumers = ["http://consumer:9100"]  # compose: every replica, through its DNS name
-    broker = Broker.from_amqp_uri(need("AMQP_URI"), args.rabbitmq)
-    user = env.get("POSTGRES_USER", "postgres")
-    if args.dsn:
-        dsn = args.dsn
-    else:
-        password = env.get("POSTGRES_PASSWORD", "")
-        host = need("POSTGRES_HOST").split(",")[0]
-        port = env.get("POSTGRES_PORT", "5432").split(",")[0]
-        credentials = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-        dsn = f"postgresql://{credentials}@{host}:{port}/{quote(need('POSTGRES_DB'), safe='')}"
-    return Config(producer, consumers, broker, need("QUEUE_NAME"), dsn, user)
 
 
 async def _bounded(what: str, reading: object) -> object:
@@ -117,7 +56,7 @@ async def read_all(config: Config, client: httpx.AsyncClient, loop_time: float) 
     results = await asyncio.gather(
         _bounded("producer", read_metrics(client, config.producer, "producer")),
         _bounded("rabbitmq", read_queues(client, config.broker, config.queue_name)),
-        _bounded("postgresql", read_table(config.dsn, config.db_user)),
+        _bounded("postgresql", read_table(config.database)),
         *(
             _bounded(f"consumer {url}", read_metrics(client, url, f"consumer {url}"))
             for url in consumer_urls
@@ -178,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
         "--consumer", action="append", help="a consumer's metrics base URL (repeatable)"
     )
     parser.add_argument("--rabbitmq", help="management API base URL (AMQP_URI host, :15672)")
-    parser.add_argument("--dsn", help="PostgreSQL URL (default: from POSTGRES_*)")
+    parser.add_argument("--dsn", help="PostgreSQL URL (default: from POSTGRES_*, TLS included)")
     return parser
 
 
@@ -188,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.1 <= args.interval <= 3600:
         arguments.error("--interval must be between 0.1 and 3600 seconds")
     try:
-        config = build_config(args, load_environment(args.env_file or [".env"]))
+        config = load_config(
+            args.env_file,
+            producer=args.producer,
+            consumers=args.consumer,
+            rabbitmq=args.rabbitmq,
+            dsn=args.dsn,
+        )
     except ConfigurationError as error:
         sys.stderr.write(f"liveview: configuration error: {error}\n")
         return 2

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -134,15 +135,26 @@ async def read_queues(client: httpx.AsyncClient, broker: Broker, queue_name: str
 
 
 @dataclass(frozen=True)
+class Database:
+    """How to reach PostgreSQL: a URL (every host of a list, asyncpg's multi-host form), asyncpg's
+    ``ssl=`` (``None``: as the URL says) and the user, for the line that says who was refused."""
+
+    dsn: str = field(repr=False)
+    ssl: ssl.SSLContext | str | None
+    user: str
+
+
+@dataclass(frozen=True)
 class Table:
     rows: int
     oldest_last_seen: datetime | None
     oldest_age: float | None
 
 
-async def read_table(dsn: str, user: str) -> Table:
+async def read_table(database: Database) -> Table:
+    user = database.user
     try:
-        connection = await asyncpg.connect(dsn, timeout=2)
+        connection = await asyncpg.connect(database.dsn, ssl=database.ssl, timeout=2)
     except (
         asyncpg.InvalidPasswordError,
         asyncpg.InvalidAuthorizationSpecificationError,

@@ -2,7 +2,7 @@
 # Creates (or replaces) the Secret lastseen-amqp that the producer, the consumers and KEDA read:
 # key AMQP_URI = amqp://<user>:<password>@lastseen-rabbitmq.<namespace>.svc:5672/, with the user
 # the RabbitMQ Cluster Operator generated (Secret lastseen-rabbitmq-default-user). No credential
-# is written to a file. Run it once the RabbitmqCluster is ready (README, "Kubernetes").
+# is written to a file. Run it once the RabbitmqCluster is ready (README.md here, step 4).
 #
 # The Service lastseen-rabbitmq spreads connections over the three nodes, and a client whose node
 # dies reconnects through it to a live one. (Outside Kubernetes AMQP_URI may instead list every

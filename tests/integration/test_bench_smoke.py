@@ -30,6 +30,7 @@ SECTIONS = (
     "## 5. The routine at scale",
     "## 6. Overload",
 )
+NONE = "\N{EN DASH}"  # the report's cell for a figure not measured
 PLOTS = ("acceptance", "fanout", "pipeline_overhead", "routine", "overload")
 
 
@@ -56,6 +57,19 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
     for heading in SECTIONS:
         assert heading in report, f"{heading!r} missing from the report"
     assert "python -m bench --smoke --output" in report  # the exact command
+    # Issue 25: every target row gives its statistic, sample count and repeats; one smoke run
+    # is no verdict, whatever its figures.
+    header = "| target | goal | statistic | median (range, repeats) | verdict |"
+    assert header in report
+    rows = report.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
+    assert len(rows) == 6, rows
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if cells[0].startswith(("producer", "commit latency")):  # one round, one pair
+            assert cells[3].endswith("(one run)") or cells[3] == NONE, row
+            assert cells[4] in ("**one run: no verdict**", "**not measured**"), row
+        elif not cells[0].startswith("overload"):  # the pipeline window's three parts
+            assert cells[3].endswith("3 runs)") or cells[3] == NONE, row
     for name in PLOTS:
         plot = output / "benchmarks" / f"{name}.png"
         assert plot.read_bytes().startswith(b"\x89PNG"), f"{plot} is not a PNG"

@@ -318,10 +318,10 @@ async def test_a_refused_subscription_leaves_no_task_running(
     """The broker refuses the subscription after the heartbeat, the batch writer and the metrics
     server started: run_consumer raises the refusal, and nothing it started outlives it."""
 
-    async def refused(self: Subscription) -> None:
+    async def refused(cls: type[Subscription], *args: object, **kwargs: object) -> Subscription:
         raise aiormq.exceptions.ChannelAccessRefused("ACCESS_REFUSED - queue in exclusive use")
 
-    monkeypatch.setattr(Subscription, "start", refused)
+    monkeypatch.setattr(Subscription, "open", classmethod(refused))
     metrics_port = free_port()
     env = consumer_env(service_env, status_api, METRICS_PORT=str(metrics_port))
     before = asyncio.all_tasks()

@@ -1,9 +1,10 @@
-"""Both status clients (``STATUS_CLIENT=fast`` and ``standard``) at the HTTP level, against a
-scripted raw TCP server: what goes on the wire, when a connection is reused, and what an answer
-aiohttp cannot parse or a closed keep-alive connection becomes. Every test runs against each
-client, on asyncio's own loop and on uvloop (the loop every service runs on: its transports are
-not ``asyncio.Transport`` subclasses, which once broke the httptools client there alone; the
-loops come from ``pytest_asyncio_loop_factories`` in ``tests/conftest.py``)."""
+"""Both status clients (``STATUS_CLIENT=httptools``, the default, and ``standard``, the
+``aiohttp.ClientSession`` reference it is held to) at the HTTP level, against a scripted raw TCP
+server: what goes on the wire, when a connection is reused, and what an answer that cannot be
+parsed or a closed keep-alive connection becomes. Every test runs against each client, on asyncio's
+own loop and on uvloop (the loop every service runs on: its transports are not
+``asyncio.Transport`` subclasses, which once broke the httptools client there alone; the loops come
+from ``pytest_asyncio_loop_factories`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from consumer.status import StatusFailure
-from consumer.status_client import StatusClient
 from consumer.status_httptools import HttptoolsStatusClient
 from consumer.status_standard import StandardStatusClient
 from tests.support.certificates import CertificateAuthority
@@ -107,12 +107,12 @@ async def serve(
     return server
 
 
-Client = StatusClient | StandardStatusClient | HttptoolsStatusClient
+Client = StandardStatusClient | HttptoolsStatusClient
 
 
 @pytest.fixture(
-    params=[StatusClient, StandardStatusClient, HttptoolsStatusClient],
-    ids=["fast", "standard", "httptools"],
+    params=[StandardStatusClient, HttptoolsStatusClient],
+    ids=["standard", "httptools"],
 )
 def client(request: pytest.FixtureRequest) -> Callable[[RawServer], Client]:
     """The client under test, for a server: each test runs once per ``STATUS_CLIENT``."""
@@ -234,8 +234,8 @@ async def test_unusable_answers_fail_with_a_reason(
 def tls_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     """A server context with a certificate for ``localhost`` from a CA of the test's own, which
     the httptools client trusts through ``SSL_CERT_FILE`` (read by ``ssl.create_default_context``
-    when it opens). Only that client is tested here: TLS is its own code, while the aiohttp
-    clients use aiohttp's, whose default context is built once at import (before a test could
+    when it is built). Only that client is tested here: TLS is its own code, while the aiohttp
+    client uses aiohttp's, whose default context is built once at import (before a test could
     point it at a CA)."""
     authority = CertificateAuthority()
     issued = authority.issue(tmp_path, "status", ["localhost"])
@@ -304,3 +304,24 @@ async def test_the_httptools_client_keeps_the_last_addresses_while_the_resolver_
         monkeypatch.setattr(loop, "getaddrinfo", resolver_away)
         assert await status.lookup(4) is True
     assert server.connections == 2
+
+
+async def test_a_client_is_ready_when_built_and_leaves_no_task_when_closed(
+    servers: list[RawServer], client: Callable[[RawServer], Client]
+) -> None:
+    server = await serve(servers, [online(2)])
+    before = asyncio.all_tasks()
+    status = client(server)
+    assert await status.lookup(2) is True  # no second step between building and using
+    await status.close()
+    await status.close()  # closing twice is harmless
+    # Only the server's side of the connection may still be winding down.
+    left = [task.get_coro() for task in asyncio.all_tasks() - before]
+    assert [getattr(coro, "__qualname__", coro) for coro in left] in ([], ["RawServer._serve"])
+
+
+async def test_a_url_the_httptools_client_cannot_speak_starts_nothing() -> None:
+    before = asyncio.all_tasks()
+    with pytest.raises(ValueError, match="http:// and https:// only"):
+        HttptoolsStatusClient("ftp://status/base", max_connections=4, timeout=2.0)
+    assert asyncio.all_tasks() == before

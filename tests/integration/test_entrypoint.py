@@ -38,7 +38,6 @@ def fake_distribution(root: Path, package: str, version: str) -> Path:
 @pytest.mark.parametrize(
     ("service", "package", "version", "tested", "fallback", "chosen"),
     [
-        ("consumer", "aiohttp", "3.15.2", "3.14", "STATUS_CLIENT=standard", "fast"),
         ("producer", "aiormq", "7.3.0", "7.2", "PUBLISH_MODE=standard", "pipeline"),
         ("producer", "pamqp", "3.3.0", "4.0", "PUBLISH_MODE=standard", "pipeline"),
     ],
@@ -53,7 +52,7 @@ def test_an_untested_library_version_exits_2_with_one_line(
     chosen: str,
 ) -> None:
     """A fast path that is chosen checks its library at start (the producer's is its default;
-    the consumer's default, httptools, uses no internals: see the next test but one)."""
+    the consumer has none: see the last two tests)."""
     fakes = fake_distribution(tmp_path / "fakes", package, version)
     env = {
         **UNREACHABLE,
@@ -102,9 +101,9 @@ async def test_the_standard_publish_mode_runs_on_an_untested_aiormq(
 def test_the_public_status_clients_run_on_an_untested_aiohttp(
     tmp_path: Path, status_client: str | None
 ) -> None:
-    """``STATUS_CLIENT=standard`` and ``httptools`` (the default: ``None`` sets nothing) use
-    public APIs only: no version check stops them. The consumer goes on to connect (here to
-    nothing) and exits 1 for that, not 2."""
+    """``STATUS_CLIENT=standard`` and ``httptools`` (the default: ``None`` sets nothing) use public
+    APIs only: no version check stops them, whatever aiohttp is installed. The consumer goes on to
+    connect (here to nothing) and exits 1 for that, not 2."""
     fakes = fake_distribution(tmp_path / "fakes", "aiohttp", "3.15.2")
     chosen = {"STATUS_CLIENT": status_client} if status_client else {}
     env = {**UNREACHABLE, **chosen, "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}"}
@@ -112,3 +111,14 @@ def test_the_public_status_clients_run_on_an_untested_aiohttp(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "dependency_unavailable" in result.stdout
     assert "tested with" not in result.stdout + result.stderr
+
+
+def test_the_retired_fast_status_client_exits_2_naming_the_two_left(tmp_path: Path) -> None:
+    """``STATUS_CLIENT=fast`` (aiohttp internals) is gone: a deployment that still sets it stops
+    at start with one line that names the setting and both clients it can choose instead."""
+    result = run_module("consumer", {**UNREACHABLE, "STATUS_CLIENT": "fast"}, tmp_path / "run")
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("consumer: configuration error: STATUS_CLIENT: fast was retired")
+    assert "httptools" in line and "standard" in line
+    assert "Traceback" not in result.stdout + result.stderr

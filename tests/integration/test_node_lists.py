@@ -3,6 +3,7 @@ naming the variable and the entry; a list whose first node is dead connects to t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
+import structlog
+from yarl import URL
 
-from common.amqp import declare_topology
+from common.amqp import connect_amqp, declare_topology
+from common.nodes import FailoverConnection, mask
 from tests.support.consumer_status import StatusApi, consumer_env, publish, started, stored
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, Spawn, run_module
@@ -135,3 +139,45 @@ def test_routine_with_a_dead_first_host_expires_on_the_live_one(
     routine.wait_for_log('"routine_started"', timeout=20)
     routine.wait_for_log('"expiry_tick"', timeout=10)
     assert '"expiry_failed"' not in routine.output()
+
+
+def _rotations() -> list[asyncio.Task[object]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").startswith("FailoverConnection.")
+    ]
+
+
+async def test_a_dropped_connection_moves_through_the_list_and_owns_its_rotation(
+    endpoints: Endpoints,
+) -> None:
+    """The broker connection drops: the connection points itself at the next node (dead here),
+    keeps moving every reconnect interval until one answers, and reconnects to the live one. Its
+    rotation task is its own: closing the connection mid-rotation cancels and awaits it."""
+    live = URL(endpoints.amqp_uri)
+    dead = str(live.with_port(free_port()))
+    with structlog.testing.capture_logs() as logs:
+        connection = await connect_amqp(
+            f"{live},{dead}", connection_name="failover-test", deadline=10, reconnect_interval=0.2
+        )
+        try:
+            assert isinstance(connection, FailoverConnection)
+            assert str(connection.url) == str(live)
+            assert connection.transport is not None
+            await connection.transport.connection.close()  # the node goes away under it
+            await eventually(
+                lambda: any(e["event"] == "broker_reconnected" for e in logs),
+                timeout=10,
+                what="reconnected through the list",
+            )
+            assert connection.connected.is_set() and str(connection.url) == str(live)
+            moved_to = [e["next_node"] for e in logs if e["event"] == "broker_failover"]
+            assert moved_to[0] == mask(dead) and moved_to[-1] == mask(str(live))
+
+            assert connection.transport is not None
+            await connection.transport.connection.close()
+            await eventually(lambda: bool(_rotations()), timeout=5, what="rotating again")
+        finally:
+            await connection.close()
+    assert _rotations() == []

@@ -75,7 +75,7 @@ async def test_a_resize_whose_cancel_hangs_and_closes_the_channel_keeps_consumin
     monkeypatch.setattr(Queue, "cancel", hanging_cancel)
     recorder = Recorder()
     # 1-id messages call for a larger prefetch than the start-up guess: the supervisor re-sizes.
-    subscription = Subscription(
+    subscription = await Subscription.open(
         connection,
         recorder,
         queue_name=queue_name,
@@ -84,7 +84,6 @@ async def test_a_resize_whose_cancel_hangs_and_closes_the_channel_keeps_consumin
         watchdog_interval=600,  # the watchdog must not be what saves it
     )
     stop = asyncio.Event()
-    await subscription.start()
     first = subscription.prefetch
     supervisor = asyncio.create_task(subscription.supervise(stop, tick=0.1))
     try:

@@ -1,7 +1,8 @@
-"""The README's configuration table, generated from the settings models.
+"""The configuration tables, generated from the settings models: every setting in
+docs/configuration.md, the ones people change most in README.md.
 
-``python -m tests.support.config_table --write`` rewrites the table in README.md; the test suite
-fails when the README and the models disagree.
+``python -m tests.support.config_table --write`` rewrites both tables; the test suite fails when a
+document and the models disagree.
 """
 
 from __future__ import annotations
@@ -17,8 +18,24 @@ from pydantic_core import PydanticUndefined
 from common.durations import format_duration, parse_duration
 from common.secrets import is_secret
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+CONFIGURATION = ROOT / "docs" / "configuration.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+
+# The settings a newcomer changes first, in the README's order; the rest is in CONFIGURATION.
+MOST_CHANGED = (
+    "AMQP_URI",
+    "QUEUE_NAME",
+    "POSTGRES_HOST",
+    "POSTGRES_PASSWORD",
+    "TESTER_ENDPOINT",
+    "CALLBACK_ENDPOINT",
+    "MAX_CONSUMERS",
+    "OBJECT_TTL",
+    "ROUTINE_INTERVAL",
+    "LOG_LEVEL",
+)
 
 # (service, module, class) — every model a service builds at start.
 MODELS = [
@@ -56,9 +73,15 @@ def _default(field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def render() -> str:
+def render(only: tuple[str, ...] | None = None) -> str:
+    """The table of every setting, or of ``only`` in that order."""
+    fields = settings_fields()
+    unknown = sorted(set(only or ()) - set(fields))
+    if unknown:
+        raise ValueError(f"no settings model reads {', '.join(unknown)}")
+    chosen = [(name, fields[name]) for name in only] if only else list(fields.items())
     rows = ["| Variable | Default | Read by | Meaning |", "|---|---|---|---|"]
-    for variable, (field, services) in settings_fields().items():
+    for variable, (field, services) in chosen:
         description = (field.description or "").replace("|", "\\|")
         if is_secret(field):
             description += (
@@ -69,26 +92,34 @@ def render() -> str:
     return "\n".join(rows)
 
 
-def readme_table(text: str) -> str:
-    match = re.search(re.escape(START) + r"\n(.*?)\n" + re.escape(END), text, re.S)
+def documents() -> dict[Path, str]:
+    """Each document with a generated table, and the table it must hold."""
+    return {CONFIGURATION: render(), README: render(MOST_CHANGED)}
+
+
+def document_table(text: str) -> str:
+    match = re.search(re.escape(START) + r"\n(.*?)\n?" + re.escape(END), text, re.S)
     return match.group(1) if match else ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="rewrite the table in README.md")
-    args = parser.parse_args()
-    table = render()
-    if not args.write:
-        print(table)  # noqa: T201 - a command-line tool's output
-        return
-    text = README.read_text()
-    if START not in text:
-        raise SystemExit(f"{README} has no {START} marker")
-    updated = re.sub(
-        re.escape(START) + r".*?" + re.escape(END), f"{START}\n{table}\n{END}", text, flags=re.S
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite the tables in docs/configuration.md and README.md",
     )
-    README.write_text(updated)
+    args = parser.parse_args()
+    if not args.write:
+        print(render())  # noqa: T201 - a command-line tool's output
+        return
+    for document, table in documents().items():
+        text = document.read_text()
+        if START not in text:
+            raise SystemExit(f"{document} has no {START} marker")
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        document.write_text(f"{before}{START}\n{table}\n{END}{after}")
 
 
 if __name__ == "__main__":

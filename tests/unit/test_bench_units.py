@@ -46,7 +46,7 @@ def test_status_delays_are_spread_over_the_range_and_fixed_per_id() -> None:
 def test_the_profile_is_charged_to_the_innermost_known_layer_and_idle_is_left_out() -> None:
     raw = "\n".join(
         [
-            "run (consumer/__main__.py:10);_ask (/x/consumer/status_client.py:5);"
+            "run (consumer/__main__.py:10);lookup (/x/consumer/status_standard.py:5);"
             "data_received (/site-packages/aiohttp/client_proto.py:7);Py_DECREF (object.h:1) 6",
             "run (consumer/__main__.py:10);_commit (/x/consumer/batch_writer.py:9) 2",
             "run (consumer/__main__.py:10);uv__io_poll (linux.c:3) 50",
@@ -58,4 +58,4 @@ def test_the_profile_is_charged_to_the_innermost_known_layer_and_idle_is_left_ou
     layers = dict(summary.layers)
     assert layers["HTTP client (aiohttp, yarl, multidict)"] == 6
     assert layers["consumer: batch writer"] == 2
-    assert dict(summary.consumer_inclusive)["_ask (consumer/status_client.py)"] == 6
+    assert dict(summary.consumer_inclusive)["lookup (consumer/status_standard.py)"] == 6

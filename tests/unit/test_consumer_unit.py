@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -18,6 +20,7 @@ from structlog.testing import capture_logs
 from common.amqp import RETRY_TIERS_MS, Topology
 from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
+from common.settings import describe_errors
 from consumer.backoff import RetryPolicy, plan_retry, retry_tiers, tier_for
 from consumer.batch_writer import BatchWriter
 from consumer.dead_letter import (
@@ -35,6 +38,7 @@ from consumer.single_flight import Flights
 from consumer.status import StatusFailure, parse_status
 from consumer.subscription import looks_stuck, needs_resize, prefetch_for
 from consumer.worker import Worker
+from tests.support.processes import PROJECT_ROOT
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.unit
@@ -284,6 +288,19 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
         _settings(monkeypatch, **{name: value})
 
 
+def test_the_retired_fast_status_client_is_refused_naming_the_two_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        _settings(monkeypatch, STATUS_CLIENT="fast")
+    assert describe_errors(refused.value) == (
+        "STATUS_CLIENT: fast was retired (it drove aiohttp internals; httptools is faster): "
+        "use httptools (the default) or standard (got 'fast')"
+    )
+
+
 def test_the_default_status_client_is_httptools_and_takes_https(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -421,3 +438,20 @@ async def test_a_closed_batch_writer_gives_up_at_its_deadline_while_the_database
     assert listener.stored == [], "nothing was committed, so nothing may be acked"
     assert writer.pending == 0
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["flush_abandoned"]
+
+
+def test_the_status_interface_imports_no_http_library() -> None:
+    """``consumer.status`` is the seam: each client brings its own HTTP library."""
+    probe = (
+        "import sys, consumer.status; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'httptools')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[]"

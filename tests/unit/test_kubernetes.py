@@ -1,9 +1,10 @@
 """deploy/kubernetes: what can be checked without a cluster.
 
 Every manifest renders with kubectl's own kustomize and validates against the API schemas of the
-Kubernetes version the README states; the custom resources (KEDA, RabbitMQ Cluster Operator,
-CloudNativePG) are checked for the fields the suite relies on; and the manifests agree with the
-settings models, the code's probe endpoints, the queue the services declare, and compose.
+Kubernetes version its guide (deploy/kubernetes/README.md) states; the custom resources (KEDA,
+RabbitMQ Cluster Operator, CloudNativePG) are checked for the fields the suite relies on; and the
+manifests agree with the settings models, the code's probe endpoints, the queue the services
+declare, and compose.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 PRODUCTION = DEPLOY / "overlays" / "production"
-# The Kubernetes version validated against; README's "Kubernetes" section states the same.
+# The Kubernetes version validated against; the guide (deploy/kubernetes/README.md) states it.
 KUBERNETES_VERSION = "1.37.0"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "RabbitmqCluster", "Cluster"}
 APP_DEPLOYMENTS = {
@@ -194,10 +195,10 @@ def test_the_validator_refuses_a_broken_manifest(suite: list[dict[str, Any]]) ->
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_readme_states_the_validated_version_and_the_pins_match() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert f"Kubernetes {KUBERNETES_VERSION}" in readme
-    assert "kubectl apply -k deploy/kubernetes" in readme
+def test_the_guide_states_the_validated_version_and_the_pins_match() -> None:
+    guide = (DEPLOY / "README.md").read_text()
+    assert f"Kubernetes {KUBERNETES_VERSION}" in guide
+    assert "kubectl apply -k deploy/kubernetes" in guide
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"kubernetes-validate=={KUBERNETES_VERSION}"' in pyproject
     assert kubernetes_validate.version.__version__ == KUBERNETES_VERSION

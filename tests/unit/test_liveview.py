@@ -3,15 +3,18 @@ screen, and its configuration errors."""
 
 from __future__ import annotations
 
-import argparse
 import re
+import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from liveview.__main__ import ConfigurationError, build_config, main, parser
+from liveview.__main__ import main
+from liveview.settings import load_config
 from liveview.snapshot import Reading, quantile, render_text, summarize
 from liveview.sources import Broker, QueueDepths, SourceDown, Table, parse_metrics
+from tests.support.certificates import CertificateAuthority
 
 pytestmark = pytest.mark.unit
 
@@ -104,35 +107,122 @@ def test_the_broker_account_and_api_come_from_amqp_uri() -> None:
     assert Broker.from_amqp_uri("amqp://h/", "http://x:1/").api_url == "http://x:1"
 
 
-def test_configuration_from_the_environment() -> None:
-    args = parser().parse_args([])
-    env = {
-        "AMQP_URI": "amqp://u:p@127.0.0.1:5672/",
-        "QUEUE_NAME": "q",
-        "POSTGRES_HOST": "db1,db2",
-        "POSTGRES_DB": "d b",
-        "POSTGRES_USER": "me",
-        "POSTGRES_PASSWORD": "s@cret",
-        "CONSUMER_1_METRICS_PORT": "9101",
-    }
-    config = build_config(args, env)
-    assert config.dsn == "postgresql://me:s%40cret@db1:5432/d%20b"
+ENV = {
+    "AMQP_URI": "amqp://u:p@127.0.0.1:5672/",
+    "QUEUE_NAME": "q",
+    "POSTGRES_HOST": "db1,db2",
+    "POSTGRES_DB": "d b",
+    "POSTGRES_USER": "me",
+    "POSTGRES_PASSWORD": "s@cret",
+    "CONSUMER_1_METRICS_PORT": "9101",
+}
+VARIABLES = (
+    *ENV,
+    "POSTGRES_PORT",
+    "POSTGRES_PASSWORD_FILE",
+    "POSTGRES_SSLMODE",
+    "POSTGRES_SSLROOTCERT",
+    "AMQP_URI_FILE",
+    "CALLBACK_ENDPOINT",
+    "CONSUMER_2_METRICS_PORT",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No setting from the machine's environment or a .env in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def env_file(path: Path, values: dict[str, str]) -> str:
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return str(path)
+
+
+def test_configuration_through_the_services_settings_models(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = load_config([env_file(tmp_path / "a.env", ENV)])
+    # every host of the list, following the one that accepts writes, as the consumer does
+    assert config.database.dsn == (
+        "postgresql://me:s%40cret@db1:5432,db2:5432/d%20b?target_session_attrs=read-write"
+    )
+    assert config.database.ssl == "prefer" and config.database.user == "me"
     assert config.consumers == ["http://127.0.0.1:9101"]
     assert config.producer == "http://127.0.0.1:9090"
-    with pytest.raises(ConfigurationError, match="QUEUE_NAME"):
-        build_config(argparse.Namespace(**vars(args)), {**env, "QUEUE_NAME": ""})
+    assert config.broker == Broker("http://127.0.0.1:15672", "u", "p", "/")
+    assert config.queue_name == "q"
 
 
-def test_a_missing_setting_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: object
+def test_secrets_from_files_and_tls_settings_as_the_services_read_them(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
-    for name in ("AMQP_URI", "QUEUE_NAME", "POSTGRES_HOST", "POSTGRES_DB"):
-        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "password").write_text("from-file\n")
+    (tmp_path / "amqp_uri").write_text("amqp://filed:pw@rabbit-1:5672/vh,amqp://filed:pw@r2/vh\n")
+    ca = CertificateAuthority().write_ca(tmp_path / "ca.crt")
+    files = [
+        env_file(tmp_path / "base.env", {**ENV, "POSTGRES_HOST": "db", "POSTGRES_PORT": "6432"}),
+        env_file(
+            tmp_path / "prod.env",
+            {
+                "POSTGRES_PASSWORD_FILE": str(tmp_path / "password"),
+                "AMQP_URI_FILE": str(tmp_path / "amqp_uri"),
+                "POSTGRES_SSLMODE": "verify-full",
+                "POSTGRES_SSLROOTCERT": str(ca),
+            },
+        ),
+    ]
+    clean_env.setenv("CALLBACK_ENDPOINT", "http://producer:9090/")
+    config = load_config(files)
+    assert config.database.dsn == "postgresql://me:from-file@db:6432/d%20b"
+    assert isinstance(config.database.ssl, ssl.SSLContext)
+    assert (
+        config.database.ssl.check_hostname and config.database.ssl.verify_mode == ssl.CERT_REQUIRED
+    )
+    assert config.broker == Broker("http://rabbit-1:15672", "filed", "pw", "vh")
+    assert config.producer == "http://producer:9090"
+
+
+def test_flags_override_the_settings_and_dsn_needs_no_postgres_settings(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {k: v for k, v in ENV.items() if not k.startswith("POSTGRES_")}
+    config = load_config(
+        [env_file(tmp_path / "a.env", values)],
+        producer="http://p:1",
+        consumers=["http://c:2", "http://c:3"],
+        rabbitmq="http://mgmt:15672/",
+        dsn="postgresql://who:pw@h:5/db?sslmode=require",
+    )
+    assert config.producer == "http://p:1" and config.consumers == ["http://c:2", "http://c:3"]
+    assert config.broker.api_url == "http://mgmt:15672"
+    assert config.database.ssl is None and config.database.user == "who"
+
+
+def test_a_missing_or_bad_setting_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert main(["--once"]) == 2
     error = capsys.readouterr().err
-    assert (
-        error == "liveview: configuration error: AMQP_URI is not set (environment or --env-file)\n"
-    )
+    assert error.startswith("liveview: configuration error: ")
+    for name in ("AMQP_URI", "QUEUE_NAME", "POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER"):
+        assert f"{name} is required but not set" in error
+    assert error.count("\n") == 1
     assert main(["--once", "--env-file", "nowhere.env"]) == 2
-    assert "--env-file nowhere.env: no such file" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "liveview: configuration error: --env-file nowhere.env: no such file\n"
+    )
+    bad = env_file(tmp_path / "bad.env", {**ENV, "POSTGRES_SSLMODE": "sometimes"})
+    assert main(["--once", "--env-file", bad]) == 2
+    error = capsys.readouterr().err
+    assert "POSTGRES_SSLMODE" in error and error.count("\n") == 1
+    missing = env_file(
+        tmp_path / "missing.env", {**ENV, "POSTGRES_PASSWORD_FILE": str(tmp_path / "none")}
+    )
+    assert main(["--once", "--env-file", missing]) == 2
+    assert capsys.readouterr().err.startswith(
+        "liveview: configuration error: POSTGRES_PASSWORD_FILE: cannot read"
+    )

@@ -3,15 +3,15 @@ lists; every bad list refused with a message naming the entry; the failover orde
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from yarl import URL
 
 from common.nodes import (
-    BrokerFailover,
+    FailoverConnection,
     NodeListError,
     connect_any,
     mask,
@@ -208,42 +208,16 @@ async def test_connect_any_does_not_hide_bugs() -> None:
         await connect_any(["a", "b"], connect)
 
 
-class FakeRobustConnection:
-    """The public parts of aio-pika's robust connection that :class:`BrokerFailover` uses."""
-
-    def __init__(self) -> None:
-        from aio_pika.tools import CallbackCollection
-
-        self.url: object = None
-        self.close_called = False
-        self.is_closed = False
-        self.connected = asyncio.Event()
-        self.close_callbacks = CallbackCollection(self)
-
-
-async def test_failover_moves_the_url_on_close_and_on_until_connected() -> None:
-    connection = FakeRobustConnection()
-    failover = BrokerFailover(["amqp://a/", "amqp://b/", "amqp://c/"], 0, interval=0.05)
-    failover.attach(connection)
-    await connection.close_callbacks(ConnectionError("a died"))
+async def test_a_failover_connection_is_complete_when_built_and_cycles_its_nodes() -> None:
+    nodes = ["amqp://a/", "amqp://b/", "amqp://c/"]
+    connection = FailoverConnection(URL(nodes[1]), nodes=nodes, node_index=1)
+    assert [connection.advance() for _ in range(3)] == ["amqp://c/", "amqp://a/", "amqp://b/"]
     assert str(connection.url) == "amqp://b/"
-    seen = set()
-    for _ in range(200):
-        seen.add(str(connection.url))
-        if len(seen) == 3:
-            break
-        await asyncio.sleep(0.01)
-    assert seen == {"amqp://a/", "amqp://b/", "amqp://c/"}
-    connection.connected.set()
-    await asyncio.sleep(0.1)
-    settled = str(connection.url)
-    await asyncio.sleep(0.1)
-    assert str(connection.url) == settled  # connected again: no more moves
+    await connection.close()  # never connected: closing is still clean
 
 
-async def test_failover_leaves_a_connection_closed_on_purpose_alone() -> None:
-    connection = FakeRobustConnection()
-    BrokerFailover(["amqp://a/", "amqp://b/"], 0, interval=0.05).attach(connection)
-    connection.close_called = True
-    await connection.close_callbacks(None)
-    assert connection.url is None
+async def test_a_failover_connection_without_a_list_is_its_one_node() -> None:
+    connection = FailoverConnection(URL("amqp://a/"))
+    assert connection.nodes == ("amqp://a/",)
+    assert connection.advance() == "amqp://a/"
+    await connection.close()

@@ -5,7 +5,6 @@ from importlib import metadata
 import pytest
 
 from common.versions import TESTED, FastPath, UntestedLibrary, check_fast_paths, minor_of
-from consumer.status_client import FAST_PATH as STATUS_FAST_PATH
 from producer.publish_modes import FAST_PATH as PIPELINE_FAST_PATH
 
 pytestmark = pytest.mark.unit
@@ -25,7 +24,7 @@ def fake_versions(monkeypatch: pytest.MonkeyPatch, **versions: str) -> None:
 
 
 def test_the_installed_libraries_are_the_tested_ones() -> None:
-    check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+    check_fast_paths([PIPELINE_FAST_PATH])
     assert {p: minor_of(metadata.version(p)) for p in TESTED} == TESTED
 
 
@@ -33,14 +32,14 @@ def test_the_installed_libraries_are_the_tested_ones() -> None:
     ("installed", "message"),
     [
         (
-            {"aiohttp": "3.15.0"},
-            "aiohttp 3.15.0 is installed, but the fast path was tested with aiohttp 3.14.x; "
-            "install the tested version, or set STATUS_CLIENT=standard",
+            {"aiormq": "7.3.0"},
+            "aiormq 7.3.0 is installed, but the fast path was tested with aiormq 7.2.x; "
+            "install the tested version, or set PUBLISH_MODE=standard",
         ),
         (
-            {"aiohttp": "3.1.4"},  # same leading digits, other minor
-            "aiohttp 3.1.4 is installed, but the fast path was tested with aiohttp 3.14.x; "
-            "install the tested version, or set STATUS_CLIENT=standard",
+            {"aiormq": "7.20.1"},  # same leading digits, other minor
+            "aiormq 7.20.1 is installed, but the fast path was tested with aiormq 7.2.x; "
+            "install the tested version, or set PUBLISH_MODE=standard",
         ),
         (
             {"pamqp": "missing"},
@@ -54,16 +53,25 @@ def test_another_minor_names_package_found_tested_and_fallback(
 ) -> None:
     fake_versions(monkeypatch, **installed)
     with pytest.raises(UntestedLibrary) as raised:
-        check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+        check_fast_paths([PIPELINE_FAST_PATH])
     assert str(raised.value) == message
 
 
 def test_a_patch_release_of_the_tested_minor_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_versions(monkeypatch, aiohttp="3.14.99", aiormq="7.2.0", pamqp="4.0.9")
-    check_fast_paths([STATUS_FAST_PATH, PIPELINE_FAST_PATH])
+    fake_versions(monkeypatch, aiormq="7.2.0", pamqp="4.0.9")
+    check_fast_paths([PIPELINE_FAST_PATH])
 
 
 def test_no_fast_path_selected_checks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_versions(monkeypatch, aiohttp="4.0.0")
+    fake_versions(monkeypatch, aiormq="8.0.0", pamqp="5.0.0")
     check_fast_paths([])
+
+
+def test_only_the_libraries_a_path_names_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_versions(monkeypatch, pamqp="5.0.0")
     check_fast_paths([FastPath(("aiormq",), "PUBLISH_MODE=standard")])
+
+
+def test_aiohttp_is_no_longer_behind_a_version_guard() -> None:
+    """No service code uses aiohttp internals any more (``STATUS_CLIENT=fast`` was retired)."""
+    assert "aiohttp" not in TESTED
