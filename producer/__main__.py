@@ -14,12 +14,11 @@ from common.entrypoint import run_service
 from common.heap import freeze_startup_heap
 from common.versions import FastPath
 from producer.api import create_app
-from producer.confirms import FAST_PATH, PublishMode
 from producer.guarded_http import ConnectionGuard
-from producer.ingest import Ingest
-from producer.publisher import Publisher
+from producer.publish_modes import fast_paths as publish_mode_fast_paths
+from producer.service import running_core
 from producer.settings import ProducerSettings
-from producer.spool import Spool, SpoolUnavailable
+from producer.spool import SpoolUnavailable
 
 log = structlog.get_logger("producer")
 
@@ -47,16 +46,12 @@ class _Server(uvicorn.Server):
 
 
 async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
-    spool = await Spool.open(settings.spool_path)
-    try:
-        publisher = Publisher(
-            settings.amqp_uri,
-            settings.queue_name,
-            max_backoff=settings.broker_max_backoff,
-            mode=settings.publish_mode,
-            ssl_context=settings.amqp_ssl_context(),
+    async with running_core(settings) as core:
+        app = create_app(
+            core.ingest,
+            settings.callback_limits(),
+            settings.callback_auth(),
         )
-        app = create_app(Ingest(settings, publisher, spool))
         # Slow and idle clients: deadlines for heads and bodies, and a cap that evicts the
         # connections that made the least progress (docs/slow-clients.md).
         guard = ConnectionGuard(
@@ -71,7 +66,8 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
                 port=settings.producer_port,
                 http=guard.protocol_class,
                 backlog=settings.connection_budget().backlog,
-                lifespan="on",
+                # The core's life is running_core's, around the server's: the app has no lifespan.
+                lifespan="off",
                 access_log=False,
                 log_config=None,
                 server_header=False,
@@ -103,13 +99,11 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             await server.serve()
             stopper.cancel()
             deadlines.cancel()
-    finally:
-        await spool.close()
 
 
 def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
     """Only the pipeline uses library internals; the standard mode runs on any version."""
-    return (FAST_PATH,) if settings.publish_mode is PublishMode.PIPELINE else ()
+    return publish_mode_fast_paths(settings.publish_mode)
 
 
 def _auth_mode(settings: ProducerSettings) -> str:
@@ -130,6 +124,7 @@ def run() -> None:
         ProducerSettings,
         main,
         fast_paths=fast_paths,
+        open_files=ProducerSettings.open_files,
         fatal={SpoolUnavailable: "spool_unavailable"},
     )
 

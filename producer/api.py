@@ -17,34 +17,35 @@ from starlette.routing import Route
 
 from common.metrics import service_registry
 from producer import callback_endpoint
+from producer.callback import CallbackLimits
 from producer.callback_endpoint import CallbackEndpoint
-from producer.ingest import Ingest
 from producer.metrics import ProducerMetrics
 from producer.schemas import HealthBody, ReadyBody, error_response
+from producer.signatures import CallbackAuth
 from producer.spool import SpoolUnavailable
+from producer.view import IngestView
 
 log = structlog.get_logger(__name__)
 
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(ingest: Ingest) -> FastAPI:
-    """The producer's ASGI app; its lifespan runs the broker connection and the relay."""
+def create_app(ingest: IngestView, limits: CallbackLimits, auth: CallbackAuth) -> FastAPI:
+    """The producer's ASGI app over a running core (:func:`producer.service.running_core`), which
+    it sees only through ``ingest``: the app starts and stops nothing."""
     registry = service_registry()
-    metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool.depth)
+    metrics = ProducerMetrics(registry, spool_depth=lambda: ingest.spool_depth)
     app = FastAPI(
         title="lastseen producer",
         version="1",
         description="Takes the tester's callbacks and makes every id durable: confirmed by "
         "RabbitMQ, or in the local spool when the broker is away.",
-        # The lifespan runs the broker connection and the relay (and drains on the way out).
-        lifespan=lambda _: ingest.running(),
         # No OpenTelemetry exporter is configured; the per-request spans, metrics and log hooks
         # cost about a tenth of the request time for nothing.
         telemetry=NO_TELEMETRY,
     )
     _add_error_handlers(app)
-    _add_callback_route(app, ingest, metrics)
+    _add_callback_route(app, CallbackEndpoint(ingest, metrics, limits, auth), limits, metrics)
     _add_probes(app, ingest)
     _add_metrics_route(app, registry, metrics, ingest)
     return app
@@ -66,9 +67,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _add_callback_route(app: FastAPI, ingest: Ingest, metrics: ProducerMetrics) -> None:
-    handle = CallbackEndpoint(ingest, metrics).handle
-    app.post("/callback", **callback_endpoint.openapi(ingest.settings))(handle)
+def _add_callback_route(
+    app: FastAPI, endpoint: CallbackEndpoint, limits: CallbackLimits, metrics: ProducerMetrics
+) -> None:
+    handle = endpoint.handle
+    app.post("/callback", **callback_endpoint.openapi(limits))(handle)
 
     async def timed_handle(request: Request) -> Response:
         started = time.perf_counter()
@@ -85,7 +88,7 @@ def _add_callback_route(app: FastAPI, ingest: Ingest, metrics: ProducerMetrics) 
     app.router.routes.insert(0, Route("/callback", timed_handle, methods=["POST"]))
 
 
-def _add_probes(app: FastAPI, ingest: Ingest) -> None:
+def _add_probes(app: FastAPI, ingest: IngestView) -> None:
     @app.get("/health", summary="The process is alive", response_model=HealthBody)
     async def health() -> HealthBody:
         return HealthBody(status="alive")
@@ -97,12 +100,13 @@ def _add_probes(app: FastAPI, ingest: Ingest) -> None:
         responses={503: {"model": ReadyBody, "description": "neither broker nor spool usable"}},
     )
     async def ready() -> Response:
+        readiness = ingest.readiness()
         body = ReadyBody(
-            ready=ingest.ready,
-            broker=ingest.publisher.state,
-            spool_depth=ingest.spool.depth,
-            spool_writable=ingest.spool.writable,
-            stopping=ingest.stopping,
+            ready=readiness.ready,
+            broker=readiness.broker,
+            spool_depth=readiness.spool_depth,
+            spool_writable=readiness.spool_writable,
+            stopping=readiness.stopping,
         )
         return Response(
             body.model_dump_json(),
@@ -112,10 +116,10 @@ def _add_probes(app: FastAPI, ingest: Ingest) -> None:
 
 
 def _add_metrics_route(
-    app: FastAPI, registry: CollectorRegistry, metrics: ProducerMetrics, ingest: Ingest
+    app: FastAPI, registry: CollectorRegistry, metrics: ProducerMetrics, ingest: IngestView
 ) -> None:
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         with contextlib.suppress(SpoolUnavailable):
-            metrics.spool_oldest_age.set(await ingest.spool.oldest_age())
+            metrics.spool_oldest_age.set(await ingest.spool_oldest_age())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,9 +1,8 @@
-"""Parsing a callback body and cutting its ids into work messages — pure functions."""
+"""Reading a callback: its content type, its limits, its body parsed into ids — pure functions."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -18,6 +17,14 @@ class CallbackRejected(Exception):
     status: int
     error: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackLimits:
+    """``MAX_BODY_BYTES`` and ``MAX_IDS_PER_CALLBACK``: larger callbacks are refused with 413."""
+
+    max_body_bytes: int
+    max_ids: int
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -59,17 +66,6 @@ def parse_callback(body: bytes, *, max_ids: int) -> list[int]:
     if ids and (set(map(type, ids)) != {int} or min(ids) < INT64_MIN or max(ids) > INT64_MAX):
         raise CallbackRejected(422, "invalid_ids", _first_bad_id(_exact_ids(body, ids)))
     return ids
-
-
-def unique_ids(ids: Sequence[int]) -> list[int]:
-    """``ids`` without repeats, in order of first occurrence."""
-    return list(dict.fromkeys(ids))
-
-
-def split_ids(ids: Sequence[int], per_message: int) -> Iterator[list[int]]:
-    """Consecutive slices of at most ``per_message`` ids."""
-    for start in range(0, len(ids), per_message):
-        yield list(ids[start : start + per_message])
 
 
 def _load_json(body: bytes) -> object:

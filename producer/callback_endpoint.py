@@ -6,6 +6,7 @@ handled, so every line logged meanwhile (also by the publisher and the spool) ca
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -13,13 +14,17 @@ import structlog
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect, Request
 
-from producer.callback import CallbackRejected, is_json_content_type, parse_callback
-from producer.ingest import Ingest, new_callback_id
+from producer.callback import (
+    CallbackLimits,
+    CallbackRejected,
+    is_json_content_type,
+    parse_callback,
+)
 from producer.metrics import ProducerMetrics
 from producer.schemas import CallbackAccepted, CallbackBody, described, error_response
-from producer.settings import ProducerSettings
 from producer.signatures import CallbackAuth
 from producer.spool import SpoolUnavailable
+from producer.view import IngestView
 
 log = structlog.get_logger(__name__)
 
@@ -27,17 +32,18 @@ log = structlog.get_logger(__name__)
 class CallbackEndpoint:
     """The route: :meth:`handle` is a plain ``Request -> Response`` function (``producer.api``)."""
 
-    def __init__(self, ingest: Ingest, metrics: ProducerMetrics) -> None:
+    def __init__(
+        self,
+        ingest: IngestView,
+        metrics: ProducerMetrics,
+        limits: CallbackLimits,
+        auth: CallbackAuth,
+    ) -> None:
         self._ingest = ingest
         self._metrics = metrics
-        settings = ingest.settings
-        self._max_body_bytes = settings.max_body_bytes
-        self._max_ids = settings.max_ids_per_callback
-        self._auth = CallbackAuth(
-            settings.signing_keys,
-            settings.callback_bearer_token,
-            settings.callback_signature_tolerance,
-        )
+        self._max_body_bytes = limits.max_body_bytes
+        self._max_ids = limits.max_ids
+        self._auth = auth
 
     async def handle(self, request: Request) -> Response:
         auth = self._auth
@@ -55,7 +61,7 @@ class CallbackEndpoint:
             ids = parse_callback(body, max_ids=self._max_ids)
         except CallbackRejected as rejected:
             return self._refuse(rejected)
-        callback_id = new_callback_id()
+        callback_id = os.urandom(16).hex()
         # bind + reset: a quarter of bound_contextvars' cost (1.3 µs against 5 µs per request).
         tokens = structlog.contextvars.bind_contextvars(callback_id=callback_id)
         try:
@@ -97,7 +103,7 @@ class CallbackEndpoint:
         )
 
 
-def openapi(settings: ProducerSettings) -> dict[str, Any]:
+def openapi(limits: CallbackLimits) -> dict[str, Any]:
     """The route's OpenAPI description: its body, its 202 and every refusal."""
     return {
         "summary": "Accept a callback of object ids",
@@ -115,8 +121,8 @@ def openapi(settings: ProducerSettings) -> dict[str, Any]:
                 "is missing, stale or wrong"
             ),
             413: described(
-                f"body over MAX_BODY_BYTES ({settings.max_body_bytes}) or more than "
-                f"MAX_IDS_PER_CALLBACK ({settings.max_ids_per_callback}) ids"
+                f"body over MAX_BODY_BYTES ({limits.max_body_bytes}) or more than "
+                f"MAX_IDS_PER_CALLBACK ({limits.max_ids}) ids"
             ),
             415: described("Content-Type is not application/json"),
             422: described(

@@ -1,20 +1,10 @@
-"""Confirmed publishing behind one small interface, :class:`ConfirmedPublisher`, in two versions.
+"""Confirmed publishing: the small interface every ``PUBLISH_MODE`` implements, and how each reports
+its outcome (:func:`settle`).
 
-``PUBLISH_MODE`` picks the implementation:
-
-* ``pipeline`` (the default, the fast path): :mod:`producer.pipeline` batches the messages of one
-  event-loop pass into one frame write and reads the broker-blocked flag. It is the only module
-  that touches aiormq's channel internals and its private Connection.Blocked event, and it is
-  imported only in this mode; its libraries (``FAST_PATH``) are checked at start-up.
-* ``standard``: :class:`StandardPublisher` below, aio-pika's public API only — one
-  ``exchange.publish`` per message on a confirm-mode channel. Roughly half the confirmed
-  messages/s of the pipeline (see docs/producer.md), but no library internals: the fallback for
-  an aiormq or pamqp version the pipeline was not tested with. Neither aio-pika nor aiormq has a
-  public broker-blocked flag (aiormq's ``Connection.ready()`` only waits), so here ``blocked``
-  is always false: a memory or disk alarm shows as confirm timeouts, which degrade the publisher
-  (callbacks spool) exactly like a stalled network path.
-
-Both report their outcome the same way, through :func:`settle`.
+The implementations live beside it and import only this module: :mod:`producer.standard`
+(aio-pika's public API) and :mod:`producer.pipeline` (the fast path on aiormq's internals).
+:mod:`producer.publish_modes` picks one from ``PUBLISH_MODE``; nothing here imports either, so
+there is no import loop and an untested aiormq cannot break this module.
 """
 
 from __future__ import annotations
@@ -25,15 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import aio_pika
-from aio_pika.abc import AbstractChannel
 from pamqp import commands as spec
 
-from common.messages import CONTENT_TYPE, OutgoingMessage
-from common.versions import FastPath
-
-FAST_PATH = FastPath(("aiormq", "pamqp"), "PUBLISH_MODE=standard")
-"""The pipeline and its broker-blocked flag use aiormq's channel internals and pamqp's frames."""
+from common.messages import OutgoingMessage
 
 
 class PublishMode(StrEnum):
@@ -68,19 +52,6 @@ class ConfirmedPublisher(Protocol):
     def close(self) -> None:
         """Give up on whatever is not written yet; the channel itself is closed by its owner."""
         ...
-
-
-async def open_publisher(
-    mode: PublishMode, channel: AbstractChannel, queue_name: str
-) -> ConfirmedPublisher:
-    """The ``mode`` implementation on ``channel`` (opened with ``publisher_confirms=True``)."""
-    if mode is PublishMode.STANDARD:
-        return StandardPublisher(channel, queue_name)
-    # Imported here, not at the top: on an untested aiormq the pipeline's imports may fail, and the
-    # standard mode is what an operator falls back to then.
-    from producer.pipeline import PipelinePublisher
-
-    return await PipelinePublisher.open(channel, queue_name)
 
 
 async def settle(
@@ -152,43 +123,3 @@ async def _all_done(answers: Sequence[asyncio.Future[object]], seconds: float) -
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class StandardPublisher:
-    """:class:`ConfirmedPublisher` on aio-pika's public API: one confirmed publish per message."""
-
-    def __init__(self, channel: AbstractChannel, queue_name: str) -> None:
-        self._exchange = channel.default_exchange
-        self._queue_name = queue_name
-        self._in_flight: set[asyncio.Task[object]] = set()
-
-    @property
-    def blocked(self) -> bool:
-        return False  # no public flag: an alarm surfaces as confirm timeouts (module docstring)
-
-    async def publish(
-        self, messages: Sequence[OutgoingMessage], confirm_timeout: float
-    ) -> Unconfirmed:
-        answers = [asyncio.ensure_future(self._publish_one(message)) for message in messages]
-        self._in_flight.update(answers)
-        for answer in answers:
-            answer.add_done_callback(self._in_flight.discard)
-        return await settle(messages, answers, confirm_timeout, self._queue_name)
-
-    async def _publish_one(self, message: OutgoingMessage) -> object:
-        # Mandatory, so that a missing queue is a Return (a failure), not a silent drop that the
-        # broker would still confirm; the channel answers a Return with the returned message.
-        return await self._exchange.publish(
-            aio_pika.Message(
-                message.body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type=CONTENT_TYPE,
-                message_id=message.message_id,
-            ),
-            routing_key=self._queue_name,
-            mandatory=True,
-        )
-
-    def close(self) -> None:
-        for answer in self._in_flight:
-            answer.cancel()

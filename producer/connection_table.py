@@ -174,9 +174,13 @@ class ConnectionBudget:
 
 
 def open_file_limit() -> int | None:
-    """The process's soft RLIMIT_NOFILE; None when unlimited."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if soft == resource.RLIM_INFINITY else soft
+    """The open files this process can have: its hard RLIMIT_NOFILE (the soft one is raised to
+    what the cap needs at start, common/open_files.py); None when unlimited.
+
+    Many systems start a process with a soft limit of 1024 and a far higher hard one (Docker's
+    default): budgeting from the soft limit held the cap at ~700 connections there."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 def connection_budget(open_files: int | None) -> ConnectionBudget:

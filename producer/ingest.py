@@ -1,61 +1,105 @@
-"""Accepting a callback: de-duplicate, cut into messages, publish with confirms or spool."""
+"""Accepting a callback: de-duplicate, cut into messages, publish with confirms or spool.
+
+:class:`Ingest` is what HTTP code sees of the core (:class:`producer.view.IngestView`): it is
+handed the publisher and the spool as the small interfaces below and owns neither; their lives
+belong to :func:`producer.service.running_core`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
 from common.messages import IdsMessage, OutgoingMessage
-from producer.callback import split_ids, unique_ids
-from producer.publisher import Publisher
-from producer.relay import Relay
-from producer.settings import ProducerSettings
-from producer.spool import Spool
+from producer.view import Accepted, BrokerState, Readiness
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    callback_id: str
-    accepted: int
-    spooled: bool
+def unique_ids(ids: Sequence[int]) -> list[int]:
+    """``ids`` without repeats, in order of first occurrence."""
+    return list(dict.fromkeys(ids))
 
 
-def new_callback_id() -> str:
-    return os.urandom(16).hex()
+def split_ids(ids: Sequence[int], per_message: int) -> Iterator[list[int]]:
+    """Consecutive slices of at most ``per_message`` ids."""
+    for start in range(0, len(ids), per_message):
+        yield list(ids[start : start + per_message])
+
+
+class CallbackPublisher(Protocol):
+    """What a callback needs of :class:`producer.publisher.Publisher`."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def state(self) -> BrokerState: ...
+
+    async def publish(
+        self, messages: Sequence[OutgoingMessage], confirm_timeout: float
+    ) -> list[OutgoingMessage]: ...
+
+
+class CallbackSpool(Protocol):
+    """What a callback needs of :class:`producer.spool.Spool`."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    async def append(self, messages: Sequence[OutgoingMessage], callback_id: str) -> None: ...
+
+    async def oldest_age(self) -> float: ...
 
 
 class Ingest:
-    """The producer's core, below HTTP: owns the publisher and relay tasks while :meth:`running`.
+    """:meth:`accept` raises :class:`producer.spool.SpoolUnavailable` only when the broker did not
+    confirm and the spool could not store the callback either."""
 
-    :meth:`accept` raises :class:`producer.spool.SpoolUnavailable` only when the broker did not
-    confirm and the spool could not store the callback either.
-    """
+    def __init__(
+        self,
+        publisher: CallbackPublisher,
+        spool: CallbackSpool,
+        *,
+        ids_per_message: int,
+        publish_timeout: float,
+    ) -> None:
+        self._publisher = publisher
+        self._spool = spool
+        self._ids_per_message = ids_per_message
+        self._publish_timeout = publish_timeout
+        self._stopping = False
 
-    def __init__(self, settings: ProducerSettings, publisher: Publisher, spool: Spool) -> None:
-        self.settings = settings
-        self.publisher = publisher
-        self.spool = spool
-        self.relay = Relay(
-            spool,
-            publisher,
-            batch_size=settings.relay_batch_size,
-            publish_timeout=settings.relay_publish_timeout,
-            max_backoff=settings.broker_max_backoff,
+    def stop_accepting(self) -> None:
+        """Shutdown has begun: report not ready from now on."""
+        self._stopping = True
+
+    def readiness(self) -> Readiness:
+        publisher, spool = self._publisher, self._spool
+        return Readiness(
+            # Can a callback be made durable right now (broker or spool)?
+            ready=not self._stopping and (publisher.connected or spool.writable),
+            broker=publisher.state,
+            spool_depth=spool.depth,
+            spool_writable=spool.writable,
+            stopping=self._stopping,
         )
-        self.stopping = False
 
     @property
-    def ready(self) -> bool:
-        """Can a callback be made durable right now (broker or spool)?"""
-        return not self.stopping and (self.publisher.connected or self.spool.writable)
+    def spool_depth(self) -> int:
+        return self._spool.depth
+
+    async def spool_oldest_age(self) -> float:
+        return await self._spool.oldest_age()
 
     async def accept(self, callback_id: str, ids: list[int]) -> Accepted:
         """Make ``ids`` durable as the work messages of callback ``callback_id``."""
@@ -67,64 +111,22 @@ class Ingest:
             OutgoingMessage(
                 f"{callback_id}.{part}", IdsMessage(callback_id, received_at, chunk).encode()
             )
-            for part, chunk in enumerate(split_ids(unique, self.settings.ids_per_message))
+            for part, chunk in enumerate(split_ids(unique, self._ids_per_message))
         ]
+        publisher = self._publisher
         unconfirmed = (
-            await self.publisher.publish(messages, self.settings.publish_timeout)
-            if self.publisher.accepting
+            await publisher.publish(messages, self._publish_timeout)
+            if publisher.accepting
             else messages
         )
         if unconfirmed:
-            await self.spool.append(unconfirmed)
+            await self._spool.append(unconfirmed, callback_id)
             # callback_id comes from the context the HTTP layer binds for the callback.
             log.info(
                 "callback_spooled",
                 ids=len(unique),
                 messages=len(unconfirmed),
-                broker=self.publisher.state,
-                spool_depth=self.spool.depth,
+                broker=publisher.state,
+                spool_depth=self._spool.depth,
             )
         return Accepted(callback_id, len(unique), spooled=bool(unconfirmed))
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Run the connection and the relay; on exit give the relay a bounded time to drain."""
-        connection = asyncio.create_task(
-            _supervised("broker-connection", self.publisher.run), name="broker-connection"
-        )
-        relay = asyncio.create_task(_supervised("spool-relay", self.relay.run), name="spool-relay")
-        log.info(
-            "producer_started",
-            ids_per_message=self.settings.ids_per_message,
-            publish_timeout_s=self.settings.publish_timeout,
-            spool_path=str(self.settings.spool_path),
-            spool_depth=self.spool.depth,
-        )
-        try:
-            yield
-        finally:
-            self.stopping = True
-            drained = await self.relay.drain(self.settings.shutdown_grace)
-            relay.cancel()
-            was_connected = self.publisher.connected
-            self.publisher.close()
-            if was_connected:
-                # Give the connection a moment to close cleanly; a reconnect loop is cancelled.
-                await asyncio.wait({connection}, timeout=2)
-            connection.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
-            log.info("producer_stopped", spool_drained=drained, spool_depth=self.spool.depth)
-
-
-async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a background loop; a bug in one round must not end ingestion for good."""
-    while True:
-        try:
-            await run()
-            return
-        except Exception:
-            log.exception("background_task_crashed", task=name)
-        await asyncio.sleep(1.0)

@@ -1,5 +1,7 @@
-"""The fast path of :mod:`producer.confirms`: confirmed publishing on one channel, many messages
-per socket write, and the broker-blocked flag. The only module that uses aiormq's internals.
+"""``PUBLISH_MODE=pipeline``, the fast :class:`producer.confirms.ConfirmedPublisher`: confirmed
+publishing on one channel, many messages per socket write, and the broker-blocked flag
+(:func:`broker_blocked`). The only module of the producer that uses aiormq's or pamqp's internals;
+the rest learns what it needs through this module's public names.
 
 aiormq's ``basic_publish`` pays, per message, a channel-lock round, a write-queue put and a
 writer wake-up. Measured here with 32 concurrent publishers of a 200-id message on the local
@@ -8,7 +10,7 @@ pipeline, which collects the messages submitted during one event-loop pass and h
 the connection as one frame batch.
 
 It does the same bookkeeping as ``basic_publish`` on the concrete ``aiormq.Channel`` (pinned in
-pyproject.toml and checked at start-up through ``producer.confirms.FAST_PATH``):
+pyproject.toml and checked at start-up through ``producer.publish_modes.FAST_PATH``):
 ``delivery_tag``, ``confirmations`` (which aiormq resolves with Basic.Ack, rejects on Nack,
 resolves with the returned message on Basic.Return, and fails when the channel closes) and
 ``message_id_delivery_tag`` (how it matches a Basic.Return to its confirmation).
@@ -51,7 +53,7 @@ class PipelinePublisher:
 
     @property
     def blocked(self) -> bool:
-        return _is_blocked(self._channel.connection)
+        return broker_blocked(self._channel.connection)
 
     async def publish(
         self, messages: Sequence[OutgoingMessage], confirm_timeout: float
@@ -63,7 +65,9 @@ class PipelinePublisher:
         self._pipeline.close()
 
 
-def _is_blocked(connection: AbstractConnection) -> bool:
+def broker_blocked(connection: AbstractConnection) -> bool:
+    """Whether the broker has blocked publishers on ``connection`` (Connection.Blocked, a memory
+    or disk alarm) and not unblocked them yet."""
     # aiormq records Connection.Blocked/Unblocked (a broker memory or disk alarm) in a private
     # event and has no public flag for it; without it we would learn of the alarm only through
     # confirm timeouts, one PUBLISH_TIMEOUT per callback.

@@ -1,13 +1,15 @@
 """One long-lived broker connection and confirm-mode channel, and confirmed publishing on it.
 
-:meth:`Publisher.run` owns the connection: it connects in the background (start-up never waits for
-the broker), declares the topology, and re-establishes both with backoff and jitter whenever the
-connection or channel closes. Publishing never waits for a connection: without one, or while the
-broker blocks publishers (resource alarm), or after a publish went unconfirmed, :attr:`accepting`
-is false and callers spool instead. The relay's confirmed publishes close that circuit again.
+:meth:`Publisher.running` owns the connection for its whole life: in the background (start-up
+never waits for the broker) it connects, declares the topology, and re-establishes both through
+:func:`common.retrying.retry_connect` whenever the connection or channel closes; on exit it closes
+the connection. Publishing never waits for a connection: without one, or while the broker blocks
+publishers (resource alarm), or while degraded (:mod:`producer.broker_health`), :attr:`accepting`
+is false and callers spool instead. The relay publishes through :meth:`publish_spooled` and
+reports an empty spool through :meth:`spool_empty`: those events end the degraded state.
 
 How a message is published and confirmed, and how a broker alarm is noticed, is the business of
-:mod:`producer.confirms` (``PUBLISH_MODE``): this module sees only its small interface.
+:mod:`producer.publish_modes` (``PUBLISH_MODE``): this module sees only its small interface.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import asyncio
 import contextlib
 import math
 import ssl
-from collections.abc import Sequence
-from enum import StrEnum
+from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import structlog
@@ -25,22 +26,19 @@ import structlog
 from common.amqp import CONNECT_ERRORS, TLS_HINT, declare_topology
 from common.messages import OutgoingMessage
 from common.nodes import connect_any, parse_amqp_nodes, shuffled
-from common.retrying import retry_connect
+from common.retrying import retry_connect, supervise
 from common.tls import certificate_refused, describe_refusal
-from producer.confirms import ConfirmedPublisher, PublishMode, open_publisher
+from producer.broker_health import BrokerHealth
+from producer.confirms import ConfirmedPublisher, PublishMode, Unconfirmed
+from producer.publish_modes import open_confirmed_publisher
+from producer.view import BrokerState
 
 log = structlog.get_logger(__name__)
 
 
-class BrokerState(StrEnum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    BLOCKED = "blocked"  # a broker resource alarm: publishes would stall, not fail
-    DEGRADED = "degraded"  # a publish went unconfirmed; the relay probes until one succeeds
-    STOPPED = "stopped"
-
-
 class Publisher:
+    """Build it, then hold :meth:`running` open for as long as callbacks may publish."""
+
     def __init__(
         self,
         amqp_uri: str,
@@ -65,7 +63,7 @@ class Publisher:
         self._confirms: ConfirmedPublisher | None = None
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
-        self._degraded = False
+        self._health = BrokerHealth()
         self._stopped = False
 
     @property
@@ -77,14 +75,23 @@ class Publisher:
             return BrokerState.CONNECTING
         if confirms.blocked:
             return BrokerState.BLOCKED
-        if self._degraded:
+        if self._health.degraded:
             return BrokerState.DEGRADED
         return BrokerState.CONNECTED
 
     @property
     def accepting(self) -> bool:
-        """Whether a callback should be published directly rather than spooled."""
-        return self.state is BrokerState.CONNECTED
+        """Whether a callback should be published directly rather than spooled: the state is
+        ``connected`` (read on every callback, so without building the state)."""
+        channel, confirms = self._channel, self._confirms
+        return (
+            channel is not None
+            and confirms is not None
+            and not self._stopped
+            and not self._health.degraded
+            and not channel.is_closed
+            and not confirms.blocked
+        )
 
     @property
     def connected(self) -> bool:
@@ -93,14 +100,27 @@ class Publisher:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
-    def recovered(self) -> None:
-        """The relay got confirms again: send callbacks straight to the broker."""
-        if self._degraded:
-            log.info("broker_recovered")
-        self._degraded = False
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Publisher]:
+        """Keep a connection open in the background while inside; close it on the way out."""
+        connection = asyncio.create_task(
+            supervise("broker-connection", self._run, maximum=self._max_backoff),
+            name="broker-connection",
+        )
+        try:
+            yield self
+        finally:
+            was_connected = self.connected
+            self._close()
+            if was_connected:
+                # Give the connection a moment to close cleanly; a reconnect loop is cancelled.
+                await asyncio.wait({connection}, timeout=2)
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
 
-    async def run(self) -> None:
-        """Keep a connection and a confirm-mode channel open until :meth:`close`."""
+    async def _run(self) -> None:
+        """Keep a connection and a confirm-mode channel open until :meth:`_close`."""
         while not self._stopped:
             connection = await retry_connect(
                 f"rabbitmq ({self._connection_name})",
@@ -123,8 +143,8 @@ class Publisher:
             if not self._stopped:
                 log.warning("broker_connection_lost")
 
-    def close(self) -> None:
-        """Make :meth:`run` close the connection and return."""
+    def _close(self) -> None:
+        """Make :meth:`_run` close the connection and return."""
         self._stopped = True
         self._lost.set()
 
@@ -147,7 +167,7 @@ class Publisher:
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_topology(channel, self._queue_name)
-            confirms = await open_publisher(self._mode, channel, self._queue_name)
+            confirms = await open_confirmed_publisher(self._mode, channel, self._queue_name)
         except BaseException:
             with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
                 await connection.close()
@@ -157,7 +177,7 @@ class Publisher:
         channel.close_callbacks.add(self._on_close)
         self._channel = channel
         self._confirms = confirms
-        self._degraded = False
+        self._health.connection_opened()
         self._connected.set()
         return connection
 
@@ -175,7 +195,7 @@ class Publisher:
     def _on_close(self, *_: object) -> None:
         self._lost.set()
 
-    def reset(self, reason: str) -> None:
+    def _reset(self, reason: str) -> None:
         """Drop the connection (it will be re-established): its confirms stopped arriving."""
         log.warning("broker_connection_reset", reason=reason)
         self._lost.set()
@@ -183,7 +203,8 @@ class Publisher:
     async def publish(
         self, messages: Sequence[OutgoingMessage], confirm_timeout: float
     ) -> list[OutgoingMessage]:
-        """Publish ``messages`` persistently; return those the broker did not confirm in time.
+        """Publish a callback's ``messages`` persistently; return those the broker did not
+        confirm in time.
 
         An empty list means every message is confirmed. Anything else (no connection, a nack, a
         return because the queue is gone, a confirm later than ``confirm_timeout``) degrades the
@@ -194,14 +215,34 @@ class Publisher:
             return list(messages)
         unconfirmed = await confirms.publish(messages, confirm_timeout)
         if unconfirmed.messages:
-            if not self._degraded:
-                log.warning(
-                    "broker_degraded",
-                    unconfirmed=len(unconfirmed.messages),
-                    reasons=sorted(unconfirmed.reasons),
-                )
-            self._degraded = True
-            if unconfirmed.queue_missing:
-                # The queue is gone; reconnecting declares the topology again.
-                self.reset("work queue missing")
+            self._unconfirmed(unconfirmed)
         return unconfirmed.messages
+
+    async def publish_spooled(
+        self, messages: Sequence[OutgoingMessage], confirm_timeout: float
+    ) -> list[OutgoingMessage]:
+        """:meth:`publish` for the relay: a round confirmed whole ends the degraded state; rounds
+        unconfirmed in a row drop the connection (:mod:`producer.broker_health`)."""
+        unconfirmed = await self.publish(messages, confirm_timeout)
+        was_degraded = self._health.degraded
+        if self._health.relay_round(confirmed=not unconfirmed):
+            self._reset("two relay rounds in a row unconfirmed")
+        elif was_degraded and not self._health.degraded:
+            log.info("broker_recovered")
+        return unconfirmed
+
+    def spool_empty(self) -> None:
+        """The relay has nothing to send: callbacks may try the broker directly again."""
+        if self._health.spool_empty():
+            log.info("broker_recovered")
+
+    def _unconfirmed(self, unconfirmed: Unconfirmed) -> None:
+        if self._health.publish_unconfirmed():
+            log.warning(
+                "broker_degraded",
+                unconfirmed=len(unconfirmed.messages),
+                reasons=sorted(unconfirmed.reasons),
+            )
+        if unconfirmed.queue_missing:
+            # The queue is gone; reconnecting declares the topology again.
+            self._reset("work queue missing")

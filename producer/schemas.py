@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from common.messages import INT64_MAX, INT64_MIN
-from producer.publisher import BrokerState
+from producer.view import BrokerState
 
 # OpenAPI's schema model stores bounds as floats (2**63 - 1 prints as 9.223372036854776e18);
 # "format: int64" is the exact statement of the range.

@@ -4,9 +4,17 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from common.open_files import OpenFiles
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from producer.callback import CallbackLimits
 from producer.confirms import PublishMode
-from producer.connection_table import ConnectionBudget, connection_budget, open_file_limit
+from producer.connection_table import (
+    RESERVED_DESCRIPTORS,
+    ConnectionBudget,
+    connection_budget,
+    open_file_limit,
+)
+from producer.signatures import CallbackAuth
 
 # Below this many connections a producer cannot serve a tester and its own probes under a flood.
 FEWEST_CONNECTIONS = 16
@@ -118,3 +126,22 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
         if self.producer_max_connections is not None:
             return self.producer_max_connections
         return self.connection_budget().default
+
+    def open_files(self) -> OpenFiles:
+        """The descriptors the connection cap needs: the soft limit is raised to them at start."""
+        budget = self.connection_budget()
+        return OpenFiles(
+            self.max_connections + RESERVED_DESCRIPTORS + budget.backlog,
+            "PRODUCER_MAX_CONNECTIONS",
+            self.max_connections,
+            f"client connections + {RESERVED_DESCRIPTORS} for the broker, spool and loop + a "
+            f"listen backlog of {budget.backlog}",
+        )
+
+    def callback_limits(self) -> CallbackLimits:
+        return CallbackLimits(self.max_body_bytes, self.max_ids_per_callback)
+
+    def callback_auth(self) -> CallbackAuth:
+        return CallbackAuth(
+            self.signing_keys, self.callback_bearer_token, self.callback_signature_tolerance
+        )

@@ -5,18 +5,23 @@ machine. Every SQLite call runs on one dedicated thread, never on the event loop
 fsync: about 0.2 ms here, but unbounded on a busy disk). Appends that arrive while a commit is in
 progress are committed together in the next transaction (group commit), so a burst of spooled
 callbacks costs one fsync per batch, not one per callback.
+
+:meth:`Spool.opened` owns the file for its whole life (open, then close on the way out). The relay
+learns that there is something to send from the spool itself: :meth:`Spool.wait_appended`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import structlog
 
@@ -48,18 +53,35 @@ class SpooledMessage:
     message: OutgoingMessage
 
 
+class _PendingAppend(NamedTuple):
+    messages: Sequence[OutgoingMessage]
+    callback_id: str
+    done: asyncio.Future[None]
+
+
 class Spool:
-    """Open with :meth:`open`; every method is safe to call concurrently from the event loop."""
+    """Open with :meth:`opened` (or :meth:`open` and :meth:`close`); every method is safe to call
+    concurrently from the event loop."""
 
     def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
         self.path = path
         self._executor = executor
         self._connection: sqlite3.Connection | None = None
-        self._pending: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]] = []
+        self._pending: list[_PendingAppend] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.depth = 0
-        self.writable = True
-        self.appended = asyncio.Event()
+        self._depth = 0
+        self._writable = True
+        self._appended = asyncio.Event()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opened(cls, path: Path) -> AsyncIterator[Spool]:
+        """The spool at ``path`` (:meth:`open`), closed on the way out."""
+        spool = await cls.open(path)
+        try:
+            yield spool
+        finally:
+            await spool.close()
 
     @classmethod
     async def open(cls, path: Path) -> Spool:
@@ -67,14 +89,29 @@ class Spool:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         spool = cls(path, executor)
         try:
-            spool.depth = await spool._run(spool._open_sync)
+            spool._depth = await spool._run(spool._open_sync)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        if spool.depth:
-            spool.appended.set()
-        log.info("spool_opened", path=str(path), depth=spool.depth)
+        if spool._depth:
+            spool._appended.set()
+        log.info("spool_opened", path=str(path), depth=spool._depth)
         return spool
+
+    @property
+    def depth(self) -> int:
+        """Messages stored and not yet deleted."""
+        return self._depth
+
+    @property
+    def writable(self) -> bool:
+        """False after a failed commit, until one succeeds again."""
+        return self._writable
+
+    async def wait_appended(self) -> None:
+        """Return once messages were committed after the last :meth:`oldest` began (at once if
+        they were): the relay's signal that there is something to send."""
+        await self._appended.wait()
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -84,28 +121,34 @@ class Spool:
             self._connection = None
         self._executor.shutdown(wait=True)
 
-    async def append(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Store ``messages`` durably; return once they are committed.
+    async def append(self, messages: Sequence[OutgoingMessage], callback_id: str) -> None:
+        """Store callback ``callback_id``'s ``messages`` durably; return once they are committed.
 
         Raises :class:`SpoolUnavailable` if the commit failed (nothing of this call is stored).
         """
         if not messages:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((messages, done))
+        self._pending.append(_PendingAppend(messages, callback_id, done))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="spool-flush")
+            # In a context of its own: the flusher commits a group, and what it logs must not
+            # carry the context (the callback_id) of whichever caller happened to start it.
+            self._flusher = asyncio.create_task(
+                self._flush(), name="spool-flush", context=contextvars.Context()
+            )
         # Shielded: a client that disconnects must not abandon a commit that is under way.
         await asyncio.shield(done)
 
     async def oldest(self, limit: int) -> list[SpooledMessage]:
         """The ``limit`` oldest spooled messages, oldest first."""
+        # Cleared before reading: an append committed after this point sets it again.
+        self._appended.clear()
         rows = await self._run(self._oldest_sync, limit)
         return [SpooledMessage(seq, OutgoingMessage(mid, body)) for seq, mid, body in rows]
 
     async def oldest_age(self) -> float:
         """Seconds since the oldest spooled message was written (0 when the spool is empty)."""
-        if not self.depth:
+        if not self._depth:
             return 0.0
         spooled_at = await self._run(self._oldest_spooled_at_sync)
         return 0.0 if spooled_at is None else max(0.0, time.time() - spooled_at)
@@ -114,9 +157,9 @@ class Spool:
         """Forget messages the broker has confirmed."""
         if seqs:
             deleted = await self._run(self._delete_sync, list(seqs))
-            # Not "self.depth -= await …": that reads depth before the await and would drop the
+            # Not "self._depth -= await …": that reads depth before the await and would drop the
             # appends committed meanwhile.
-            self.depth -= deleted
+            self._depth -= deleted
 
     async def limit_pages(self, pages: int | None) -> None:
         """Cap the file at ``pages`` database pages (SQLite's ``max_page_count``); ``None`` lifts
@@ -128,25 +171,32 @@ class Spool:
 
     async def _flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, []
-            rows = [message for messages, _ in batch for message in messages]
+            group, self._pending = self._pending, []
+            rows = [message for append in group for message in append.messages]
             try:
                 await self._run(self._append_sync, rows)
             except SpoolUnavailable as error:
-                self.writable = False
-                log.error("spool_write_failed", error=repr(error), messages=len(rows))
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
+                self._writable = False
+                # About the group, so it names every callback of it, not one.
+                log.error(
+                    "spool_write_failed",
+                    error=repr(error),
+                    messages=len(rows),
+                    callbacks=len(group),
+                    callback_ids=[append.callback_id for append in group],
+                )
+                for append in group:
+                    if not append.done.done():
+                        append.done.set_exception(error)
                 continue
-            if not self.writable:
-                log.info("spool_writable_again")
-            self.writable = True
-            self.depth += len(rows)
-            self.appended.set()
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            if not self._writable:
+                log.info("spool_writable_again", messages=len(rows), callbacks=len(group))
+            self._writable = True
+            self._depth += len(rows)
+            self._appended.set()
+            for append in group:
+                if not append.done.done():
+                    append.done.set_result(None)
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         try:

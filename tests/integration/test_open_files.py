@@ -1,5 +1,6 @@
-"""The consumer's open-file limit as its process sees it: raised at start when the hard limit
-allows, exit 2 with one line when it does not. ``prlimit`` sets the limits the child starts with."""
+"""The consumer's and the producer's open-file limit as their processes see it: raised at start
+when the hard limit allows, exit 2 with one line when it does not. ``prlimit`` sets the limits the
+child starts with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from common.open_files import HOW_TO_RAISE, OTHER_DESCRIPTORS
+from producer.connection_table import RESERVED_DESCRIPTORS, connection_budget
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -80,5 +83,53 @@ def test_the_soft_limit_is_raised_to_what_max_consumers_needs(tmp_path: Path) ->
     finally:
         # Still connecting to nothing, and the connect loop runs to STARTUP_TIMEOUT: no clean
         # stop to wait for (shutdown has tests of its own).
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_the_producer_raises_its_soft_limit_to_what_its_connection_cap_needs(
+    tmp_path: Path,
+) -> None:
+    # Docker's default (soft 1024, a far higher hard limit) held the cap at ~700 connections
+    # when it was budgeted from the soft limit: now the cap comes from the hard limit, and the
+    # soft one is raised to cover it, before the producer connects to anything.
+    hard = 8192
+    budget = connection_budget(hard)
+    needed = budget.default + RESERVED_DESCRIPTORS + budget.backlog
+    env = ServiceProcess(
+        "producer",
+        {
+            "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
+            "QUEUE_NAME": "q",
+            "PRODUCER_PORT": str(free_port()),
+            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        },
+        tmp_path,
+    ).env
+    log = tmp_path / "producer.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["prlimit", f"--nofile=1024:{hard}", sys.executable, "-m", "producer"],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        limits = Path(f"/proc/{process.pid}/limits")
+
+        def open_files_limit() -> list[str] | None:
+            assert process.poll() is None, log.read_text()
+            [line] = [row for row in limits.read_text().splitlines() if "open files" in row]
+            values = line.split()[3:5]
+            return values if values == [str(needed), str(hard)] else None
+
+        wait_until(open_files_limit, timeout=20, what=f"soft limit {needed}, hard {hard}")
+        wait_until(
+            lambda: f'"max_connections":{budget.default}' in log.read_text(),
+            timeout=20,
+            what="the producer serving with the cap the hard limit allows",
+        )
+    finally:
         process.kill()
         process.wait(timeout=10)

@@ -21,11 +21,10 @@ from pamqp import commands as spec
 from common.messages import IdsMessage, decode_message
 from producer.api import create_app
 from producer.confirms import PublishMode
-from producer.ingest import Ingest
-from producer.publisher import Publisher
+from producer.service import ProducerCore, running_core
 from producer.settings import ProducerSettings
-from producer.spool import Spool
 from tests.support.amqp import amqp_uri_via
+from tests.support.amqp_proxy import AmqpFrameProxy
 from tests.support.producer import both_publish_modes
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Running:
     client: httpx.AsyncClient
-    ingest: Ingest
+    core: ProducerCore
 
     async def post(self, body: Any, **kwargs: Any) -> httpx.Response:
         return await self.client.post("/callback", json=body, **kwargs)
@@ -51,7 +50,8 @@ StartProducer = Callable[..., Awaitable[Running]]
 async def start_producer(
     endpoints: Endpoints, queue_name: str, tmp_path: Path
 ) -> AsyncIterator[StartProducer]:
-    """Start the app with its lifespan; ``amqp_uri`` and settings can be overridden."""
+    """Start the core and the app on it, as ``python -m producer`` does; ``amqp_uri`` and
+    settings can be overridden."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(*, wait_connected: bool = True, **overrides: Any) -> Running:
@@ -65,25 +65,20 @@ async def start_producer(
                     **overrides,
                 },
             )
-            spool = await Spool.open(settings.spool_path)
-            stack.push_async_callback(spool.close)
-            publisher = Publisher(
-                settings.amqp_uri,
-                settings.queue_name,
-                max_backoff=settings.broker_max_backoff,
-                mode=settings.publish_mode,
+            core = await stack.enter_async_context(running_core(settings))
+            app = create_app(
+                core.ingest,
+                settings.callback_limits(),
+                settings.callback_auth(),
             )
-            ingest = Ingest(settings, publisher, spool)
-            app = create_app(ingest)
-            await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app), base_url="http://producer"
                 )
             )
             if wait_connected:
-                await asyncio.wait_for(publisher.wait_connected(), timeout=10)
-            return Running(client, ingest)
+                await asyncio.wait_for(core.publisher.wait_connected(), timeout=10)
+            return Running(client, core)
 
         yield start
 
@@ -165,7 +160,7 @@ async def test_a_deleted_queue_is_redeclared_and_nothing_is_lost(
     returned = await producer.post({"object_ids": [11, 12]})
 
     assert (returned.status_code, returned.json()["spooled"]) == (202, True)
-    await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
+    await until(lambda: producer.core.spool.depth == 0, timeout=15, what="relayed")
     assert ids_of(await queued(amqp_connection, queue_name)) == [11, 12]
 
 
@@ -183,7 +178,7 @@ async def test_lines_logged_while_handling_a_callback_carry_its_callback_id(
     with structlog.testing.capture_logs(processors=merged) as logs:
         response = await producer.post({"object_ids": [1]})
         assert "callback_id" not in structlog.contextvars.get_contextvars()  # unbound after
-        await until(lambda: producer.ingest.spool.depth == 0, timeout=15, what="relayed")
+        await until(lambda: producer.core.spool.depth == 0, timeout=15, what="relayed")
 
     callback_id = response.json()["callback_id"]
     by_event = {entry["event"]: entry for entry in logs}
@@ -324,7 +319,7 @@ async def test_broker_away_spools_then_relays_in_order(
         publish_mode=publish_mode,
     )
     proxy.cut()
-    await until(lambda: producer.ingest.publisher.state != "connected", timeout=5, what="cut seen")
+    await until(lambda: producer.core.publisher.state != "connected", timeout=5, what="cut seen")
 
     started = time.monotonic()
     answers = [await producer.post({"object_ids": [n, n + 1000]}) for n in range(20)]
@@ -335,7 +330,7 @@ async def test_broker_away_spools_then_relays_in_order(
     assert ready["broker"] == "connecting"
 
     proxy.restore()
-    await until(lambda: producer.ingest.spool.depth == 0, timeout=20, what="spool drained")
+    await until(lambda: producer.core.spool.depth == 0, timeout=20, what="spool drained")
     messages = await queued(amqp_connection, queue_name)
     assert ids_of(messages) == [i for n in range(20) for i in (n, n + 1000)]
     assert [m.callback_id for m in messages] == [a.json()["callback_id"] for a in answers]
@@ -368,7 +363,7 @@ async def test_unconfirmed_publish_times_out_into_the_spool(
     first = await producer.post({"object_ids": [1]})
     assert 0.2 <= time.monotonic() - started < 1.0
     assert (first.status_code, first.json()["spooled"]) == (202, True)
-    assert producer.ingest.publisher.state == "degraded"
+    assert producer.core.publisher.state == "degraded"
     # Degraded: later callbacks go to the spool without waiting for a confirm.
     started = time.monotonic()
     second = await producer.post({"object_ids": [2]})
@@ -376,49 +371,49 @@ async def test_unconfirmed_publish_times_out_into_the_spool(
     assert second.json()["spooled"] is True
 
     proxy.restore()
-    await until(lambda: producer.ingest.spool.depth == 0, timeout=20, what="drained")
+    await until(lambda: producer.core.spool.depth == 0, timeout=20, what="drained")
     assert {1, 2} <= set(ids_of(await queued(amqp_connection, queue_name)))
-    await until(
-        lambda: producer.ingest.publisher.state == "connected", timeout=10, what="recovered"
-    )
+    await until(lambda: producer.core.publisher.state == "connected", timeout=10, what="recovered")
     third = await producer.post({"object_ids": [3]})
     assert third.json()["spooled"] is False
 
 
 async def test_a_broker_resource_alarm_sends_callbacks_to_the_spool(
     start_producer: StartProducer,
+    endpoints: Endpoints,
     amqp_connection: aio_pika.abc.AbstractConnection,
     queue_name: str,
 ) -> None:
     """Connection.Blocked, as the broker sends it on a memory or disk alarm.
 
-    Raising a real alarm would block every other test on the shared broker, so the frame is
-    handed to aiormq's own handler on the producer's live connection: what is tested is that the
-    pipeline notices aiormq's blocked state and spools instead of waiting for confirms. Only the
-    pipeline reads that flag; the standard mode sees an alarm as confirm timeouts (the test above).
+    Raising a real alarm would block every other test on the shared broker, so a proxy speaks for
+    the broker to this producer alone: what is tested is that the pipeline notices the blocked
+    connection and spools instead of waiting for confirms. Only the pipeline reads that flag; the
+    standard mode sees an alarm as confirm timeouts (the test above).
     """
-    producer = await start_producer(publish_timeout="2s", publish_mode=PublishMode.PIPELINE)
-    channel = producer.ingest.publisher._channel
-    assert channel is not None
-    connection = (await channel.get_underlay_channel()).connection
-    await connection._Connection__handle_connection_blocked(  # type: ignore[attr-defined]
-        spec.Connection.Blocked(reason="low on memory")
-    )
-    assert producer.ingest.publisher.state == "blocked"
-    started = time.monotonic()
-    blocked = await producer.post({"object_ids": [1, 2]})
-    assert time.monotonic() - started < 0.5
-    assert (blocked.status_code, blocked.json()["spooled"]) == (202, True)
-    assert (await producer.client.get("/ready")).json()["broker"] == "blocked"
+    proxy = AmqpFrameProxy(*endpoints.amqp_host_port).start()
+    try:
+        producer = await start_producer(
+            amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy),
+            publish_timeout="2s",
+            publish_mode=PublishMode.PIPELINE,
+        )
+        proxy.send_to_clients(spec.Connection.Blocked(reason="low on memory"))
+        await until(lambda: producer.core.publisher.state == "blocked", timeout=5, what="blocked")
+        started = time.monotonic()
+        blocked = await producer.post({"object_ids": [1, 2]})
+        assert time.monotonic() - started < 0.5
+        assert (blocked.status_code, blocked.json()["spooled"]) == (202, True)
+        assert (await producer.client.get("/ready")).json()["broker"] == "blocked"
 
-    await connection._Connection__handle_connection_unblocked(  # type: ignore[attr-defined]
-        spec.Connection.Unblocked()
-    )
-    await until(lambda: producer.ingest.spool.depth == 0, timeout=10, what="relayed")
-    assert producer.ingest.publisher.state == "connected"
-    after = await producer.post({"object_ids": [3]})
-    assert after.json()["spooled"] is False
-    assert sorted(ids_of(await queued(amqp_connection, queue_name))) == [1, 2, 3]
+        proxy.send_to_clients(spec.Connection.Unblocked())
+        await until(lambda: producer.core.spool.depth == 0, timeout=10, what="relayed")
+        assert producer.core.publisher.state == "connected"
+        after = await producer.post({"object_ids": [3]})
+        assert after.json()["spooled"] is False
+        assert sorted(ids_of(await queued(amqp_connection, queue_name))) == [1, 2, 3]
+    finally:
+        proxy.stop()
 
 
 async def test_start_without_broker_then_spool_fails_gives_503(
@@ -432,7 +427,7 @@ async def test_start_without_broker_then_spool_fails_gives_503(
     ok = await producer.post({"object_ids": [1, 2, 3]})
     assert (ok.status_code, ok.json()["spooled"]) == (202, True)
 
-    await fill_disk(producer.ingest.spool)
+    await fill_disk(producer.core.spool)
     refused = await producer.post({"object_ids": list(range(2000))})
     assert refused.status_code == 503
     assert refused.json()["error"] == "unavailable"

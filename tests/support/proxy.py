@@ -109,11 +109,18 @@ class TcpProxy:
         pair = (client_w, server_w)
         self._pairs.add(pair)
         try:
-            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+            await asyncio.gather(
+                self._pipe(client_r, server_w), self._pipe_to_client(server_r, client_w)
+            )
         finally:
             self._pairs.discard(pair)
             for writer in pair:
                 writer.close()
+
+    async def _pipe_to_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._pipe(reader, writer)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, ConnectionError):

@@ -75,8 +75,8 @@ async def test_the_spools_oldest_age(tmp_path: Path) -> None:
     try:
         assert await spool.oldest_age() == 0
         before = time.time()
-        await spool.append([OutgoingMessage("a", b"1")])
-        await spool.append([OutgoingMessage("b", b"2")])
+        await spool.append([OutgoingMessage("a", b"1")], "cb")
+        await spool.append([OutgoingMessage("b", b"2")], "cb")
         age = await spool.oldest_age()
         assert 0 <= age <= time.time() - before + 0.01
         oldest = await spool.oldest(1)

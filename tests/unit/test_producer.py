@@ -14,14 +14,9 @@ from pamqp import commands as spec
 from pydantic import ValidationError
 
 from common.messages import INT64_MAX, INT64_MIN, OutgoingMessage
-from producer.callback import (
-    CallbackRejected,
-    is_json_content_type,
-    parse_callback,
-    split_ids,
-    unique_ids,
-)
+from producer.callback import CallbackRejected, is_json_content_type, parse_callback
 from producer.confirms import PublishMode, Unconfirmed, settle
+from producer.ingest import split_ids, unique_ids
 from producer.settings import ProducerSettings
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from common.db import merge_observations
 from common.durations import parse_duration
 from common.messages import INT64_MAX, INT64_MIN, IdsMessage, MalformedMessage, decode_message
-from producer.callback import CallbackRejected, parse_callback, split_ids, unique_ids
+from producer.callback import CallbackRejected, parse_callback
+from producer.ingest import split_ids, unique_ids
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from importlib import metadata
 import pytest
 
 from common.versions import TESTED, FastPath, UntestedLibrary, check_fast_paths, minor_of
-from producer.confirms import FAST_PATH as PIPELINE_FAST_PATH
+from producer.publish_modes import FAST_PATH as PIPELINE_FAST_PATH
 
 pytestmark = pytest.mark.unit
 
