@@ -4,6 +4,7 @@ a machine without it fails the tests that need it (one line) instead of skipping
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -13,6 +14,7 @@ import pytest
 
 from tests.support.processes import PROJECT_ROOT
 from tests.support.pubsub_emulator import running_emulator
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +45,43 @@ def test_stopping_leaves_no_process_and_no_folder() -> None:
     )
     assert survivors.returncode == 1, survivors.stdout
     assert not Path(data_dir).exists()
+
+
+def test_a_killed_test_run_takes_its_emulator_along(tmp_path: Path) -> None:
+    """SIGKILL runs no teardown: the kernel ends the emulator with the process that started it."""
+    started = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from tests.support.pubsub_emulator import running_emulator\n"
+            "with running_emulator() as emulator:\n"
+            "    print(emulator.process.pid, emulator.data_dir, flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert started.stdout is not None
+    pid_text, data_dir = started.stdout.readline().split()
+    pid = int(pid_text)
+    try:
+        os.killpg(pid, 0)  # running
+        started.kill()
+        started.wait(timeout=10)
+
+        def gone() -> bool:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(gone, timeout=15, what=f"emulator {pid} ended with its parent")
+    finally:
+        started.stdout.close()
+        shutil.rmtree(data_dir, ignore_errors=True)  # its teardown never ran
 
 
 def test_without_the_emulator_the_test_fails_with_one_line(tmp_path: Path) -> None:
