@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -323,6 +324,8 @@ def summary(values: list[float]) -> str:
 def parent(args: argparse.Namespace) -> None:
     from tests.support.pubsub_emulator import find_emulator, running_emulator
 
+    # SIGTERM (timeout, a stopped session) unwinds like Ctrl-C: the emulator's folder is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     launcher = find_emulator()
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
