@@ -20,6 +20,7 @@ from common.amqp import RETRY_TIERS_MS, Topology
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
+from tests.support.pubsub_emulator import EmulatorMissing, find_emulator, running_emulator
 from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
 
 # The status clients speak to sockets through the loop's transports: their tests run on asyncio's
@@ -170,3 +171,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "every test needs exactly its folder's tier marker:\n  " + "\n  ".join(wrong)
         )
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    """Google's Pub/Sub emulator (``host:port``), started on first use and stopped at the end of
+    the run. Missing, it fails the tests that need it with one line — never a skip."""
+    try:
+        launcher = find_emulator()
+    except EmulatorMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    with running_emulator(launcher) as emulator:
+        yield emulator.host

@@ -1,0 +1,76 @@
+"""Google's Pub/Sub clients pointed at a test emulator, and names of a test's own on it.
+
+The clients are built on an explicit insecure channel rather than through ``PUBSUB_EMULATOR_HOST``
+so that one test process can talk to more than one emulator without touching its environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.api_core import exceptions
+from google.cloud import pubsub_v1
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+from tests.support.pubsub_emulator import EMULATOR_PROJECT
+
+
+def publisher_client(host: str, **options: Any) -> pubsub_v1.PublisherClient:
+    transport = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
+    return pubsub_v1.PublisherClient(transport=transport, **options)
+
+
+def subscriber_client(host: str) -> pubsub_v1.SubscriberClient:
+    transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(host))
+    return pubsub_v1.SubscriberClient(transport=transport)
+
+
+@dataclass
+class EmulatorNames:
+    """Topics and subscriptions named for one test, deleted when it ends."""
+
+    publisher: pubsub_v1.PublisherClient
+    subscriber: pubsub_v1.SubscriberClient
+    prefix: str = field(default_factory=lambda: f"lastseen-test-{uuid.uuid4().hex[:8]}")
+    topics: list[str] = field(default_factory=list)
+    subscriptions: list[str] = field(default_factory=list)
+
+    def topic(self, suffix: str = "topic") -> str:
+        path = self.publisher.topic_path(EMULATOR_PROJECT, f"{self.prefix}-{suffix}")
+        self.publisher.create_topic(name=path)
+        self.topics.append(path)
+        return path
+
+    def subscription(self, topic: str, suffix: str = "sub", **settings: Any) -> str:
+        path = self.subscriber.subscription_path(EMULATOR_PROJECT, f"{self.prefix}-{suffix}")
+        self.subscriber.create_subscription(request={"name": path, "topic": topic, **settings})
+        self.subscriptions.append(path)
+        return path
+
+    def delete_all(self) -> None:
+        for subscription in self.subscriptions:
+            with contextlib.suppress(exceptions.NotFound):
+                self.subscriber.delete_subscription(subscription=subscription)
+        for topic in self.topics:
+            with contextlib.suppress(exceptions.NotFound):
+                self.publisher.delete_topic(topic=topic)
+
+
+@contextlib.contextmanager
+def emulator_names(host: str, **publisher_options: Any) -> Iterator[EmulatorNames]:
+    publisher = publisher_client(host, **publisher_options)
+    subscriber = subscriber_client(host)
+    names = EmulatorNames(publisher, subscriber)
+    try:
+        yield names
+    finally:
+        names.delete_all()
+        publisher.stop()
+        publisher.transport.close()
+        subscriber.close()
