@@ -176,8 +176,9 @@ def test_a_callback_through_the_balancer_is_stored_and_garbage_is_refused(ha: Pr
     wait_until(lambda: online <= set(stored(ha)), timeout=60, interval=0.5, what="own ids stored")
     assert not {i for i in OWN_IDS if i % 2} & set(stored(ha))
     # The balancer passes the producer's refusal on (no retry of an answered request).
-    garbage = httpx.post(callback, content=b"{not json", timeout=10)
-    assert garbage.status_code == 400 and garbage.json()["code"] == "invalid_json", garbage.text
+    headers = {"Content-Type": "application/json"}
+    garbage = httpx.post(callback, content=b"{not json", headers=headers, timeout=10)
+    assert garbage.status_code == 400 and garbage.json()["error"] == "invalid_json", garbage.text
 
 
 def test_killed_leader_producer_and_new_leader_under_load_lose_no_callback(ha: Project) -> None:
