@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from common.probes import DatabaseProbe
 from common.store import ObjectStore
-from common.store.redis import RedisStore
+from common.store.redis import RedisStore, ReplicasBehind
 from consumer.batch_writer import BatchWriter
 from consumer.metrics import StoreCollector
 from tests.support.proxy import TcpProxy
@@ -177,3 +178,40 @@ async def test_a_read_only_redis_is_not_ready(redis_server: RedisServer, redis_u
         admin.config_set("min-replicas-to-write", 0)
         admin.close()
         await store.close()
+
+
+async def test_min_replicas_waits_for_a_replica_and_refuses_without_one(
+    tmp_path: Path,
+) -> None:
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(
+        tmp_path / "replica", config={"replicaof": f"127.0.0.1 {primary.port}"}
+    ).start()
+    store = RedisStore(
+        redis.asyncio.Redis(host="127.0.0.1", port=primary.port),
+        prefix="object:",
+        ttl_seconds=30,
+        min_replicas=1,
+        wait_timeout=0.3,
+    )
+    try:
+
+        async def replica_synced() -> bool:
+            info = await store.client.info("replication")
+            replica_state = info.get("slave0")
+            return isinstance(replica_state, dict) and replica_state.get("state") == "online"
+
+        await eventually(replica_synced, timeout=10, what="replica in sync")
+        assert await store.write({1: NOW}) == 1
+        copy = replica.client()
+        try:
+            assert copy.get("object:1") == str(_ms(NOW)).encode(), "acked before the replica had it"
+        finally:
+            copy.close()
+        replica.remove()
+        with pytest.raises(ReplicasBehind):
+            await store.write({2: NOW})
+    finally:
+        await store.close()
+        replica.remove()
+        primary.remove()
