@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -73,8 +73,13 @@ class ReplicasBehind(RedisError):
     """``WAIT`` returned before ``REDIS_MIN_REPLICAS`` replicas had the batch: retried."""
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
 def epoch_ms(seen: datetime) -> int:
-    return int(seen.timestamp() * 1000)
+    # In integers: a float timestamp times 1000 can land a hair below the millisecond.
+    return (seen - EPOCH) // MILLISECOND
 
 
 class RedisStore:
@@ -192,7 +197,7 @@ class RedisStore:
         value = await self.client.get(self.key(object_id))
         if value is None:
             return None
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
+        return EPOCH + int(value) * MILLISECOND
 
     async def close(self) -> None:
         await self.client.aclose()

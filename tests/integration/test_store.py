@@ -13,10 +13,14 @@ import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from common.probes import DatabaseProbe
+from common.retrying import DependencyUnavailable
 from common.store import ObjectStore
-from common.store.redis import RedisStore, ReplicasBehind
+from common.store.redis import RedisStore, ReplicasBehind, open_redis_store
+from common.store.settings import RedisSettings
 from consumer.batch_writer import BatchWriter
 from consumer.metrics import StoreCollector
+from tests.support.certificates import CertificateAuthority
+from tests.support.ports import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -215,3 +219,39 @@ async def test_min_replicas_waits_for_a_replica_and_refuses_without_one(
         await store.close()
         replica.remove()
         primary.remove()
+
+
+async def test_rediss_verifies_the_server_against_redis_tls_ca(tmp_path: Path) -> None:
+    authority = CertificateAuthority()
+    issued = authority.issue(tmp_path / "tls", "redis", ["127.0.0.1"])
+    ca = authority.write_ca(tmp_path / "tls" / "ca.crt")
+    tls_port = free_port()
+    server = RedisServer(
+        tmp_path / "redis",
+        config={
+            "tls-port": str(tls_port),
+            "tls-cert-file": str(issued.cert),
+            "tls-key-file": str(issued.key),
+            "tls-ca-cert-file": str(ca),
+            "tls-auth-clients": "no",
+        },
+    ).start()
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    try:
+        store = await open_redis_store(
+            RedisSettings(_env_file=None, redis_url=url, redis_tls_ca=ca)  # type: ignore[call-arg]
+        )
+        try:
+            await store.write({9: NOW})
+            assert await store.read(9) == NOW
+        finally:
+            await store.close()
+        stranger = CertificateAuthority("another CA").write_ca(tmp_path / "tls" / "other.crt")
+        with pytest.raises(DependencyUnavailable):
+            await open_redis_store(
+                RedisSettings(  # type: ignore[call-arg]
+                    _env_file=None, redis_url=url, redis_tls_ca=stranger, startup_timeout=1
+                )
+            )
+    finally:
+        server.remove()
