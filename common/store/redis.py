@@ -38,25 +38,32 @@ from common.store.settings import RedisSettings
 log = structlog.get_logger(__name__)
 
 # KEYS: the objects' keys; ARGV[1]: OBJECT_TTL in ms; ARGV[1 + i]: KEYS[i]'s last_seen in ms.
-# Returns {keys written, keys overwritten because they held no integer}. pcall: a key of another
-# type (a hash...) answers GET with an error, which would abort the whole script; SET replaces
-# any type.
+# Returns {keys written, keys overwritten because they held no integer}.
+#
+# One SET per key in the usual case (a new key, or a newer time): SET ... GET writes and hands back
+# what was there, and only when that was a newer time is it put back, with its own expiry. Reading
+# first (GET, then SET) costs two server calls per key, and the calls are the script's cost:
+# bench/redis_store_bench.py. pcall: a key of another type (a hash...) answers SET ... GET with an
+# error, which would abort the whole script; a plain SET replaces any type.
 MONOTONIC_SET = """
 local ttl = tonumber(ARGV[1])
 local written, overwritten = 0, 0
 for i, key in ipairs(KEYS) do
     local seen = ARGV[i + 1]
-    local current = redis.pcall('GET', key)
-    local write = true
-    if current then
-        if type(current) == 'string' and string.match(current, '^%d+$') then
-            write = tonumber(current) < tonumber(seen)
-        else
-            overwritten = overwritten + 1
-        end
-    end
-    if write then
-        redis.call('SET', key, seen, 'PXAT', tonumber(seen) + ttl)
+    local seen_ms = tonumber(seen)
+    local previous = redis.pcall('SET', key, seen, 'PXAT', seen_ms + ttl, 'GET')
+    if type(previous) == 'table' and previous.err then
+        redis.call('SET', key, seen, 'PXAT', seen_ms + ttl)
+        overwritten = overwritten + 1
+        written = written + 1
+    elseif not previous then
+        written = written + 1
+    elseif not string.match(previous, '^%d+$') then
+        overwritten = overwritten + 1
+        written = written + 1
+    elseif tonumber(previous) >= seen_ms then
+        redis.call('SET', key, previous, 'PXAT', tonumber(previous) + ttl)
+    else
         written = written + 1
     end
 end
