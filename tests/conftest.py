@@ -122,7 +122,7 @@ async def store(
     request: pytest.FixtureRequest, database_url: str, redis_url: str
 ) -> AsyncIterator[ObjectStore]:
     """Each store, empty: the tests that take it run once against PostgreSQL, once against
-    Redis (OBJECT_TTL 30s)."""
+    Redis (OBJECT_TTL 1h, so times taken at import stay alive through a long run)."""
     opened: ObjectStore
     if request.param == "postgres":
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
@@ -131,7 +131,7 @@ async def store(
         opened = PostgresStore(pool)
     else:
         client = redis.asyncio.Redis.from_url(redis_url)
-        opened = RedisStore(client, prefix="object:", ttl_seconds=30)
+        opened = RedisStore(client, prefix="object:", ttl_seconds=3600)
     try:
         yield opened
     finally:
