@@ -199,7 +199,7 @@ async def test_min_replicas_waits_for_a_replica_and_refuses_without_one(
         prefix="object:",
         ttl_seconds=TTL_S,
         min_replicas=1,
-        wait_timeout=0.3,
+        wait_timeout=2.0,  # WAIT returns once the replica acknowledges: margin for a busy machine
     )
     try:
 
@@ -242,7 +242,9 @@ async def test_rediss_verifies_the_server_against_redis_tls_ca(tmp_path: Path) -
     url = f"rediss://127.0.0.1:{tls_port}/0"
     try:
         store = await open_redis_store(
-            RedisSettings(_env_file=None, redis_url=url, redis_tls_ca=ca)  # type: ignore[call-arg]
+            RedisSettings(  # type: ignore[call-arg]
+                _env_file=None, redis_url=url, redis_tls_ca=ca, object_ttl=TTL_S
+            )
         )
         try:
             await store.write({9: NOW})
