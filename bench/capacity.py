@@ -55,6 +55,7 @@ from bench.measure import ADMIN_DSN, AMQP_URI, ROOT, cpu_seconds, vm_hwm_mb
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
 from common.db import migrate
 from common.messages import IdsMessage
+from common.store.postgres import PostgresStore
 from consumer.batch_writer import BatchWriter
 
 SCALING_MD = ROOT / "docs" / "SCALING.md"
@@ -252,7 +253,9 @@ class PostgresBench:
                 def on_health(self, healthy: bool) -> None:
                     pass
 
-            writer: BatchWriter[int] = BatchWriter(pool, max_rows=500, max_delay=0.05)
+            writer: BatchWriter[int] = BatchWriter(
+                PostgresStore(pool), max_rows=500, max_delay=0.05
+            )
             task = asyncio.create_task(writer.run(Listener()))
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:

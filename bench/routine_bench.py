@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from bench.measure import (
 from bench.verdicts import Spread, Tail, Verdict, at, common_quantile, judge
 from common.db import migrate
 from common.durations import format_duration, parse_duration
+from common.store.postgres import PostgresStore
 from consumer.batch_writer import BatchWriter
 from routine.settings import RoutineSettings
 
@@ -164,6 +166,8 @@ class RoutineFigures:
         own = self.baseline_spread.high
         if len(self.pairs) < 2:
             return "one pair: the run cannot tell its noise from the delete's effect"
+        if not self.ratios.values or math.isnan(own):
+            return "too few flushes per window for a tail: the run cannot tell"
         if own >= self.ratios.high:
             return (
                 f"the windows without the delete differ among themselves by up to {own:.2f}×, "
@@ -309,7 +313,7 @@ async def routine_at_scale(
         recorder = Recorder(t_0)
         writers: list[BatchWriter[float]] = [
             BatchWriter(
-                pool,
+                PostgresStore(pool),
                 max_rows=WRITER_MAX_ROWS,
                 max_delay=WRITER_MAX_DELAY,
                 on_flush=recorder.on_flush,

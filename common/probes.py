@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
-
-from common.db import Executor
 
 log = structlog.get_logger(__name__)
 
 
 class DatabaseProbe:
-    """``SELECT 1`` every ``interval`` seconds; :attr:`ok` is the last outcome.
+    """``ping()`` every ``interval`` seconds; :attr:`ok` is the last outcome. The ping is the
+    store's (:meth:`common.store.ObjectStore.ping`): ``SELECT 1`` on PostgreSQL, a write on Redis.
 
     A consumer with nothing to write would otherwise learn of a database outage only at its next
     flush: until then it would claim to be ready. One trivial statement a second on a pooled
@@ -25,8 +25,10 @@ class DatabaseProbe:
     meanwhile.
     """
 
-    def __init__(self, db: Executor, *, interval: float = 1.0, timeout: float = 2.0) -> None:
-        self._db = db
+    def __init__(
+        self, ping: Callable[[], Awaitable[object]], *, interval: float = 1.0, timeout: float = 2.0
+    ) -> None:
+        self._ping = ping
         self._interval = interval
         self._timeout = timeout
         self._select: asyncio.Task[object] | None = None
@@ -34,15 +36,15 @@ class DatabaseProbe:
 
     async def check(self) -> bool:
         if self._select is None or self._select.done():
-            self._select = asyncio.ensure_future(self._db.fetchval("SELECT 1"))
+            self._select = asyncio.ensure_future(self._ping())
             # Retrieved here, so an outcome nobody waits for any more is not reported as lost.
             self._select.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({self._select}, timeout=self._timeout)
         error: BaseException | None = None
         if not done:
-            error = TimeoutError(f"no answer to SELECT 1 within {self._timeout:g}s")
+            error = TimeoutError(f"no answer to the probe within {self._timeout:g}s")
         elif self._select.cancelled():
-            error = asyncio.CancelledError("SELECT 1 was cancelled")
+            error = asyncio.CancelledError("the probe was cancelled")
         else:
             # Anything, not only DATABASE_ERRORS: a probe that raised says "not ready", it must
             # never end the probing.

@@ -233,6 +233,8 @@ class PostgresSettings(ServiceSettings):
     @field_validator("postgres_host")
     @classmethod
     def _valid_hosts(cls, value: str) -> str:
+        if not value:
+            return value  # required here (min_length); optional where another store is chosen
         try:
             parse_hosts(value)
         except NodeListError as error:
@@ -246,7 +248,7 @@ class PostgresSettings(ServiceSettings):
             # One port: the same checks and messages as a plain integer field.
             return _PORT.validate_python(value)
         hosts = info.data.get("postgres_host")
-        host_count = len(parse_hosts(hosts)) if isinstance(hosts, str) else value.count(",") + 1
+        host_count = len(parse_hosts(hosts)) if hosts else value.count(",") + 1
         try:
             return parse_ports(value, host_count)
         except NodeListError as error:
@@ -351,6 +353,7 @@ def describe_errors(error: ValidationError) -> str:
 
 SECRET_VARIABLES = {
     "AMQP_URI",
+    "REDIS_URL",
     "POSTGRES_PASSWORD",
     "CALLBACK_SIGNING_SECRETS",
     "CALLBACK_BEARER_TOKEN",

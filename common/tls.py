@@ -35,11 +35,19 @@ def _load(what: str, path: Path, action: Callable[..., object], *args: object) -
 def amqp_ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
     """A client context that verifies the broker's certificate and host name against ``ca`` (the
     system's trusted CAs when unset), presenting ``cert``/``key`` when given."""
+    return client_ssl_context("AMQP_TLS", ca, cert, key)
+
+
+def client_ssl_context(
+    prefix: str, ca: Path | None, cert: Path | None, key: Path | None
+) -> ssl.SSLContext:
+    """:func:`amqp_ssl_context` for the settings ``<prefix>_CA``, ``_CERT`` and ``_KEY`` (named in
+    its errors)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca is not None:
-        _load("AMQP_TLS_CA", ca, context.load_verify_locations)
+        _load(f"{prefix}_CA", ca, context.load_verify_locations)
     if cert is not None:
-        _load("AMQP_TLS_CERT/AMQP_TLS_KEY", cert, context.load_cert_chain, _str(key))
+        _load(f"{prefix}_CERT/{prefix}_KEY", cert, context.load_cert_chain, _str(key))
     return context
 
 

@@ -1,8 +1,9 @@
-"""Micro-batched upserts: rows from many messages, one ``unnest`` statement per flush.
+"""Micro-batched writes: rows from many messages, one store write per flush (one ``unnest``
+statement on PostgreSQL, pipelined script calls on Redis).
 
 A flush happens at ``max_rows`` rows or ``max_delay`` after the first row of a batch, whichever
-comes first. Only after the statement committed are the rows' owners told (the listener's
-``on_stored``), so a message is never acked before its rows are durable. When the database fails,
+comes first. Only after the store acknowledged the write are the rows' owners told (the listener's
+``on_stored``), so a message is never acked before its rows are durable. When the store fails,
 the batch is kept and retried with backoff, and ``on_health(False)`` asks the listener (the
 worker) to stop taking new work.
 """
@@ -18,7 +19,8 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 
 from common.backoff import equal_jitter, exponential
-from common.db import DATABASE_ERRORS, Executor, merge_observations, upsert_last_seen
+from common.db import merge_observations
+from common.store import ObjectStore
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +69,7 @@ class Batch(Generic[O]):
 class BatchWriter(Generic[O]):
     def __init__(
         self,
-        db: Executor,
+        store: ObjectStore,
         *,
         max_rows: int,
         max_delay: float,
@@ -75,7 +77,7 @@ class BatchWriter(Generic[O]):
         statement_timeout: float = 15.0,
         on_flush: Callable[[float, int], None] = lambda seconds, rows: None,
     ) -> None:
-        self._db = db
+        self._store = store
         self._max_rows = max_rows
         self._max_delay = max_delay
         self._max_backoff = max_backoff
@@ -144,9 +146,9 @@ class BatchWriter(Generic[O]):
                 # A black-holed connection would otherwise hang here for the pool's command
                 # timeout; the batch is retried either way.
                 async with asyncio.timeout(self._statement_timeout):
-                    written = await upsert_last_seen(self._db, batch.latest())
+                    written = await self._store.write(batch.latest())
                 break
-            except DATABASE_ERRORS as error:
+            except self._store.errors as error:
                 if healthy:
                     healthy = False
                     listener.on_health(False)

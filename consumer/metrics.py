@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from common.store import ObjectStore
     from consumer.worker import Worker
 
 
@@ -109,8 +110,27 @@ class ConsumerMetrics:
         self.flush_rows.observe(rows)
 
 
-def register(worker: Worker, registry: CollectorRegistry | None = None) -> CollectorRegistry:
+class StoreCollector(Collector):
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "lastseen_consumer_store_overwritten",
+            "stored values that were not a time (a Redis key written by someone else) and were "
+            "replaced by a write; always 0 on PostgreSQL",
+            value=self._store.overwritten,
+        )
+
+
+def register(
+    worker: Worker,
+    registry: CollectorRegistry | None = None,
+    store: ObjectStore | None = None,
+) -> CollectorRegistry:
     registry = registry if registry is not None else CollectorRegistry()
     registry.register(WorkerCollector(worker))
     registry.register(BacklogCollector(worker))
+    if store is not None:
+        registry.register(StoreCollector(store))
     return registry

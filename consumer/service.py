@@ -12,11 +12,11 @@ import aio_pika
 import structlog
 
 from common.amqp import Topology, connect_amqp, declare_topology
-from common.db import Executor, migrate, open_pool
 from common.heap import freeze_startup_heap
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
 from common.probes import DatabaseProbe
+from common.store import ObjectStore
 from consumer import metrics
 from consumer.backoff import RetryPolicy, retry_tiers
 from consumer.batch_writer import BatchWriter
@@ -75,6 +75,18 @@ def tune_gc() -> None:
     freeze_startup_heap(YOUNG_GC_THRESHOLD)
 
 
+async def open_store(settings: ConsumerSettings) -> ObjectStore:
+    """The store ``STORE`` names, connected: the one place the consumer chooses (each store's
+    client is imported only when chosen)."""
+    if settings.store == "redis":
+        from common.store.redis import open_redis_store
+
+        return await open_redis_store(settings)
+    from common.store.postgres import PostgresStore
+
+    return await PostgresStore.open(settings)
+
+
 async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, then shut down within ``SHUTDOWN_GRACE``."""
     connection = await connect_amqp(
@@ -84,17 +96,16 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         ssl_context=settings.amqp_ssl_context(),
     )
     try:
-        pool = await open_pool(settings)
+        store = await open_store(settings)
         try:
-            await migrate(pool)
             async with status_client_class(settings.status_client)(
                 settings.status_base_url,
                 max_connections=settings.max_consumers,
                 timeout=settings.status_timeout,
             ) as status:
-                await _serve(settings, connection, pool, status, stop)
+                await _serve(settings, connection, store, status, stop)
         finally:
-            await pool.close()
+            await store.close()
     finally:
         await connection.close()
     log.info("consumer_stopped")
@@ -103,7 +114,7 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
 async def _serve(
     settings: ConsumerSettings,
     connection: aio_pika.abc.AbstractRobustConnection,
-    pool: Executor,
+    store: ObjectStore,
     status: StatusLookup,
     stop: asyncio.Event,
 ) -> None:
@@ -120,7 +131,7 @@ async def _serve(
     registry = service_registry()
     observed = metrics.ConsumerMetrics(registry)
     writer: BatchWriter[Delivery[Message]] = BatchWriter(
-        pool,
+        store,
         max_rows=settings.batch_max_rows,
         max_delay=settings.batch_max_delay,
         on_flush=observed.flushed,
@@ -136,8 +147,8 @@ async def _serve(
         ),
         metrics=observed,
     )
-    metrics.register(worker, registry)
-    database = DatabaseProbe(pool)
+    metrics.register(worker, registry, store)
+    database = DatabaseProbe(store.ping)
     probes = ProbeServer(
         registry,
         {
@@ -169,6 +180,7 @@ async def _serve(
             retry_tiers_ms=list(tiers),
             status_url=settings.status_base_url,
             status_client=settings.status_client,
+            store=store.name,
         )
         supervisor = start_in(tasks, subscription.supervise(stop))
         try:

@@ -5,10 +5,23 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 from common.amqp import RETRY_TIERS_MS
 from common.open_files import OTHER_DESCRIPTORS, OpenFiles
 from common.settings import AmqpSettings, Duration, PostgresSettings
+from common.store.settings import RedisSettings, StoreChoice
 from consumer.status import StatusClientKind
 
+POSTGRES_ONLY = " (required with STORE=postgres)"
 
-class ConsumerSettings(AmqpSettings, PostgresSettings):
+
+class ConsumerSettings(AmqpSettings, StoreChoice, PostgresSettings, RedisSettings):
+    # Required by PostgresSettings; here only with STORE=postgres (checked below), so that a Redis
+    # deployment carries no PostgreSQL settings at all.
+    postgres_host: str = Field(
+        "",
+        description="PostgreSQL host; a primary and its standbys: a comma-separated list "
+        "(the services follow the one that accepts writes)" + POSTGRES_ONLY,
+    )
+    postgres_db: str = Field("", description="database name" + POSTGRES_ONLY)
+    postgres_user: str = Field("", description="database user" + POSTGRES_ONLY)
+
     tester_endpoint: AnyHttpUrl = Field(
         description="status API base URL; the consumer asks TESTER_ENDPOINT/objects/{id}"
     )
@@ -82,6 +95,21 @@ class ConsumerSettings(AmqpSettings, PostgresSettings):
         if value.query or value.fragment:
             raise ValueError("must be a base URL without query or fragment")
         return value
+
+    @model_validator(mode="after")
+    def _store_configured(self) -> ConsumerSettings:
+        if self.store == "redis":
+            if not self.redis_url:
+                raise ValueError("REDIS_URL is required with STORE=redis (nor REDIS_URL_FILE)")
+            return self
+        missing = [
+            name.upper()
+            for name in ("postgres_host", "postgres_db", "postgres_user")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required with STORE=postgres but not set")
+        return self
 
     @model_validator(mode="after")
     def _delays_in_tiers(self) -> ConsumerSettings:

@@ -13,14 +13,19 @@ import aio_pika
 import asyncpg
 import hypothesis
 import pytest
+import redis.asyncio
 import uvloop
 
 from common import db as dbmod
 from common.amqp import RETRY_TIERS_MS, Topology
+from common.store import ObjectStore
+from common.store.postgres import PostgresStore
+from common.store.redis import RedisStore
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 from tests.support.pubsub_emulator import EmulatorMissing, find_emulator, running_emulator
+from tests.support.redis_server import RedisServer
 from tests.support.services import Endpoints, ServicesUnavailable, provide_endpoints
 
 # The status clients speak to sockets through the loop's transports: their tests run on asyncio's
@@ -89,6 +94,51 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this run's own (never the machine's 6379), removed at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The run's Redis, emptied for this test (it is ours: flushing it touches nobody else)."""
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+STORES = ("postgres", "redis")
+
+
+@pytest.fixture(params=STORES)
+async def store(
+    request: pytest.FixtureRequest, database_url: str, redis_url: str
+) -> AsyncIterator[ObjectStore]:
+    """Each store, empty: the tests that take it run once against PostgreSQL, once against
+    Redis (OBJECT_TTL 1h, so times taken at import stay alive through a long run)."""
+    opened: ObjectStore
+    if request.param == "postgres":
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+        await dbmod.migrate(pool)
+        await pool.execute("TRUNCATE object")
+        opened = PostgresStore(pool)
+    else:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        opened = RedisStore(client, prefix="object:", ttl_seconds=3600)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 @pytest.fixture
 async def queue_name(endpoints: Endpoints) -> AsyncIterator[str]:
     """A work-queue name of this test's own; its whole topology is deleted afterwards."""
@@ -155,7 +205,7 @@ def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
         proxy.stop()
 
 
-TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster", "slowclients")
+TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster", "slowclients", "rediscluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

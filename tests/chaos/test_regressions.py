@@ -13,6 +13,7 @@ import pytest
 
 from common.amqp import declare_topology
 from common.db import migrate
+from common.store.postgres import PostgresStore
 from consumer.batch_writer import BatchWriter
 from routine.expiry import DATABASE_ERRORS as ROUTINE_DATABASE_ERRORS
 from tests.support.amqp import amqp_uri_via
@@ -90,7 +91,7 @@ async def test_batch_writer_survives_sessions_terminated_mid_statement(database_
     )
     killer = await asyncpg.connect(database_url)
     stored_rows: list[int] = []
-    writer: BatchWriter[int] = BatchWriter(pool, max_rows=50, max_delay=0.005)
+    writer: BatchWriter[int] = BatchWriter(PostgresStore(pool), max_rows=50, max_delay=0.005)
     try:
         await migrate(pool)
         task = asyncio.create_task(writer.run(_Rows(stored_rows)))

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from common.probes import DatabaseProbe
+from common.store.postgres import PostgresStore
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
 
@@ -25,7 +26,7 @@ async def test_the_probe_follows_a_cut_and_the_return_of_the_database(
     assert str(proxy.port) in dsn
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        probe = DatabaseProbe(pool, timeout=1.0)
+        probe = DatabaseProbe(PostgresStore(pool).ping, timeout=1.0)
         assert await probe.check() is True
         proxy.cut()
         assert await probe.check() is False

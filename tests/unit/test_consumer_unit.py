@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import aio_pika
@@ -409,9 +410,24 @@ async def test_a_warning_while_settling_a_delivery_names_its_message_and_callbac
     assert "message_id" not in get_contextvars(), "the binding ends with the delivery's task"
 
 
-class _RefusingDatabase:
-    async def execute(self, query: str, *args: object) -> str:
-        raise ConnectionRefusedError("the database is away")
+class _RefusingStore:
+    name = "refusing"
+    errors = (OSError,)
+
+    async def write(self, latest: Mapping[int, datetime]) -> int:
+        raise ConnectionRefusedError("the store is away")
+
+    async def ping(self) -> None:
+        raise ConnectionRefusedError("the store is away")
+
+    async def count(self) -> int:
+        return 0
+
+    async def read(self, object_id: int) -> datetime | None:
+        return None
+
+    async def close(self) -> None:
+        pass
 
 
 class _Listener:
@@ -427,7 +443,7 @@ class _Listener:
 
 
 async def test_a_closed_batch_writer_gives_up_at_its_deadline_while_the_database_fails() -> None:
-    writer: BatchWriter[int] = BatchWriter(_RefusingDatabase(), max_rows=10, max_delay=0.001)
+    writer: BatchWriter[int] = BatchWriter(_RefusingStore(), max_rows=10, max_delay=0.001)
     listener = _Listener()
     run = asyncio.create_task(writer.run(listener))
     writer.add(1, datetime.now(UTC), 1)
