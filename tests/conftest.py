@@ -154,7 +154,7 @@ def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
         proxy.stop()
 
 
-TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster")
+TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster", "faults")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
