@@ -17,35 +17,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import KNOBS as CHAOS_KNOBS
 from tests.chaos.conftest import steady
 from tests.support.amqp import amqp_uri_via
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
-from tests.support.processes import PROJECT_ROOT
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
 from tests.support.services import Endpoints
 from tests.support.small_disk import SmallDisk
 from tests.support.suite import Suite, expand
 
-from .harness import FaultsSuite, now, write_results
+from .harness import KNOBS, LOGS_PATH, FaultRows, FaultsSuite
 
-LOGS_PATH = PROJECT_ROOT / "var" / "faults-logs"
 SPOOL_DISK_BYTES = 8 * 2**20
 
-# The chaos tier's load and retry settings, with few status lookups in flight per consumer: the
-# in-flight bound is what a slow status link meets first (Little's law), so it is small enough
-# that a 200 ms link makes it bite at this load (2 x 20 in flight / ~0.25 s ≈ 160 ids/s, below the
-# ~500 ids/s offered) while the unshaped link leaves ample room (~1,000 ids/s).
-KNOBS = {**CHAOS_KNOBS, "CONSUMER_MAX_CONSUMERS": "20"}
+
+@pytest.fixture(scope="session")
+def fault_rows() -> FaultRows:
+    """The rows of every scenario of the run, on whichever suite: one results file. The logs of
+    the run's suites (var/faults-logs/) start afresh with it."""
+    shutil.rmtree(LOGS_PATH, ignore_errors=True)
+    return FaultRows(KNOBS)
 
 
 @pytest.fixture(scope="package")
-def faults_suite(endpoints: Endpoints) -> Iterator[FaultsSuite]:
+def faults_suite(endpoints: Endpoints, fault_rows: FaultRows) -> Iterator[FaultsSuite]:
     why = PrivateRabbitNode.available() or SmallDisk.available()
     if why:
         pytest.fail(f"the faults tier cannot run here: {why}")
-    started_at = now()
     # Not pytest's tmp_path: its parents are 0700, and the private node runs as user rabbitmq.
     base = Path(tempfile.mkdtemp(prefix="lastseen-faults-"))
     base.chmod(0o755)
@@ -98,7 +96,7 @@ def faults_suite(endpoints: Endpoints) -> Iterator[FaultsSuite]:
             database_url,
             database,
             KNOBS,
-            started_at=started_at,
+            rows=fault_rows,
             status_proxy=status_proxy,
             producer_broker_proxy=proxies["producer-broker"],
             spool_disk=disk,
@@ -108,9 +106,10 @@ def faults_suite(endpoints: Endpoints) -> Iterator[FaultsSuite]:
                 if entry.module == "consumer"
             ],
         )
+        fault_rows.engines["suite"] = (
+            f"private RabbitMQ node, spool on a {SPOOL_DISK_BYTES // 2**20} MiB tmpfs"
+        )
         yield faults
-        if faults.rows:
-            write_results(faults)
 
 
 def _route(suite: Suite, module: str, **env: str) -> None:
@@ -121,7 +120,6 @@ def _route(suite: Suite, module: str, **env: str) -> None:
 
 
 def _keep_logs(workdir: Path) -> None:
-    shutil.rmtree(LOGS_PATH, ignore_errors=True)
     LOGS_PATH.mkdir(parents=True, exist_ok=True)
     for log in workdir.glob("*.log"):
         shutil.copy(log, LOGS_PATH / log.name)

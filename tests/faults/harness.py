@@ -13,9 +13,12 @@ accumulate in ``var/faults-results.json`` for ``python -m tests.faults.report``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
+from tests.chaos.conftest import KNOBS as CHAOS_KNOBS
 from tests.chaos.harness import CALLBACK_TIMEOUT_S, ChaosSuite, ScenarioResult, now
 from tests.support import run_results
 from tests.support.processes import PROJECT_ROOT
@@ -23,6 +26,13 @@ from tests.support.proxy import TcpProxy
 from tests.support.small_disk import SmallDisk
 
 RESULTS_PATH = PROJECT_ROOT / "var" / "faults-results.json"
+LOGS_PATH = PROJECT_ROOT / "var" / "faults-logs"  # the services' and engines' logs of the run
+
+# The chaos tier's load and retry settings, with few status lookups in flight per consumer: the
+# in-flight bound is what a slow status link meets first (Little's law), so it is small enough
+# that a 200 ms link makes it bite at this load (2 x 20 in flight / ~0.25 s ≈ 160 ids/s, below the
+# ~500 ids/s offered) while the unshaped link leaves ample room (~1,000 ids/s).
+KNOBS = {**CHAOS_KNOBS, "CONSUMER_MAX_CONSUMERS": "20"}
 RECOVERY_BOUND_S = 30.0  # the backlog must be gone this long after the fault ended
 
 
@@ -73,16 +83,36 @@ def fast_503(record: dict[str, Any]) -> bool:
     return record["status"] == 503 and record["latency_ms"] <= CALLBACK_TIMEOUT_S * 1000
 
 
-@dataclass(kw_only=True)
-class FaultsSuite(ChaosSuite):
-    """The chaos suite with a shapeable status path, producer→broker path and a small spool disk.
-    Scenario results are turned into :class:`FaultRow` by :meth:`row` and recorded there."""
+@dataclass
+class FaultRows:
+    """Every scenario's row of the run, whichever suite it ran on, written at each new row."""
 
-    status_proxy: TcpProxy
-    producer_broker_proxy: TcpProxy
-    spool_disk: SmallDisk
-    consumer_metrics: list[str]  # base URLs of the consumers' /metrics
+    knobs: Mapping[str, str]
+    started_at: datetime = field(default_factory=now)
+    engines: dict[str, str] = field(default_factory=dict)  # suite → what it ran on
     rows: list[FaultRow] = field(default_factory=list)
+
+    def add(self, row: FaultRow) -> None:
+        self.rows = [r for r in self.rows if r.name != row.name] + [row]
+        self.write()
+
+    def write(self) -> None:
+        run_results.write_results(
+            RESULTS_PATH,
+            command="./scripts/test -m faults tests/faults",
+            started_at=self.started_at,
+            finished_at=now(),
+            engines="; ".join(self.engines.values()),
+            settings=dict(self.knobs),
+            scenarios=[row.as_json() for row in self.rows],
+        )
+
+
+@dataclass(kw_only=True)
+class AuditedSuite(ChaosSuite):
+    """A chaos suite whose scenarios become :class:`FaultRow` rows (:meth:`row`) in ``rows``."""
+
+    rows: FaultRows
 
     def record(self, result: ScenarioResult) -> None:
         """The chaos tier's own record would write its results file: rows are written instead."""
@@ -117,9 +147,18 @@ class FaultsSuite(ChaosSuite):
             tracebacks=result.tracebacks,
             notes=result.notes,
         )
-        self.rows = [r for r in self.rows if r.name != row.name] + [row]
-        write_results(self)
+        self.rows.add(row)
         return row
+
+
+@dataclass(kw_only=True)
+class FaultsSuite(AuditedSuite):
+    """The chaos suite with a shapeable status path, producer→broker path and a small spool disk."""
+
+    status_proxy: TcpProxy
+    producer_broker_proxy: TcpProxy
+    spool_disk: SmallDisk
+    consumer_metrics: list[str]  # base URLs of the consumers' /metrics
 
 
 def _span_s(records: list[dict[str, Any]]) -> float:
@@ -127,16 +166,3 @@ def _span_s(records: list[dict[str, Any]]) -> float:
         return 0.0
     times = sorted(run_results.sent_at(r) for r in records)
     return (times[-1] - times[0]).total_seconds()
-
-
-def write_results(faults: FaultsSuite) -> None:
-    run_results.write_results(
-        RESULTS_PATH,
-        command="./scripts/test -m faults tests/faults",
-        started_at=faults.started_at,
-        finished_at=now(),
-        engines="private RabbitMQ node, PostgreSQL database of the run's own, spool on a "
-        f"{faults.spool_disk.size_bytes // 2**20} MiB tmpfs",
-        settings=dict(faults.knobs),
-        scenarios=[row.as_json() for row in faults.rows],
-    )
