@@ -164,6 +164,8 @@ async def partition_the_node_of(partitions: PartitionSuite, client: str, what: s
     )
     row = partitions.row(result, partitions.ledger_after(scenario.start_seq))
     assert row.passed, row.describe()
+    if client == PRODUCER:
+        assert spooled > 0, "no callback spooled: the partition did not reach the producer"
 
 
 async def test_the_producers_node_partitioned(partitions: PartitionSuite) -> None:

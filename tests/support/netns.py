@@ -12,7 +12,9 @@ tables are never touched.
 
 Every name starts with :data:`PREFIX`: :func:`remove_stale` deletes whatever an interrupted run
 left (its namespaces, the processes still inside them, its links) before a new one builds, and
-:meth:`HostNetwork.remove` deletes everything after. Needs root, ``ip`` and ``iptables``.
+:meth:`HostNetwork.remove` deletes everything after. So there is one network at a time on a
+machine (the tests that build one hold it per module, and heavy runs take turns on a lock).
+Needs root, ``ip`` and ``iptables``.
 """
 
 from __future__ import annotations

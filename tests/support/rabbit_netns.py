@@ -95,6 +95,13 @@ class NamespacedRabbitCluster(RabbitCluster):
             for n, name in enumerate(names, start=1)
         ]
 
+    def stop_all(self) -> None:
+        """kill -9 every node's VM: their data is thrown away with the run, and a graceful stop
+        costs ~9 s a node here (their epmd goes with the namespaces)."""
+        for node in self.nodes:
+            if node.os_pid is not None:
+                node.kill()
+
     def node_of(self, name: str) -> NamespacedNode:
         return next(n for n in self.nodes if isinstance(n, NamespacedNode) and n.host.name == name)
 
