@@ -44,6 +44,7 @@ PARTITION_S = 20.0  # several net_ticktimes: the pause, the move and load on the
 # Longer than the consumer's statement timeout (15 s): the writer gives up, holds its acks and
 # pauses intake before the link heals.
 STANDBY_CUT_S = 20.0
+FENCE_AFTER_S = 5.0
 
 
 @dataclass(kw_only=True)
@@ -52,6 +53,7 @@ class PartitionSuite(AuditedSuite):
     rabbit: NamespacedRabbitCluster
     pg: NamespacedPgPair
     consumer_metrics: list[str]
+    failed_over: bool = False  # the standby promoted, the old primary gone: no standby any more
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,9 @@ def partitions(fault_rows: FaultRows) -> Iterator[PartitionSuite]:
             None,  # type: ignore[arg-type]  # no broker proxy: the nodes are reached by address
             None,  # type: ignore[arg-type]  # nor a database one: the hosts are
             None,
-            pg.primary.url(DATABASE),
+            # Whichever of the two is the primary: the audit follows the failover.
+            f"postgresql://postgres@{','.join(f'{s.host.address}:{s.port}' for s in pg.servers)}"
+            f"/{DATABASE}?target_session_attrs=read-write",
             DATABASE,
             KNOBS,
             rows=fault_rows,
@@ -124,11 +128,13 @@ def _keep_logs(base: Path) -> None:
 
 
 def whole(partitions: PartitionSuite) -> None:
-    """Every partition healed, every node in the cluster, the standby synchronous again."""
+    """Every partition healed, every node in the cluster, the standby synchronous again (unless
+    the failover left the promoted standby on its own)."""
     for name in partitions.network.hosts:
         partitions.network.heal(name)
     partitions.rabbit.wait_formed(timeout=90)
-    wait_until(partitions.pg.synchronous, timeout=30, what="standby synchronous")
+    if not partitions.failed_over:
+        wait_until(partitions.pg.synchronous, timeout=30, what="standby synchronous")
 
 
 async def partition_the_node_of(partitions: PartitionSuite, client: str, what: str) -> None:
@@ -177,6 +183,8 @@ async def test_the_consumers_node_partitioned(partitions: PartitionSuite) -> Non
 
 
 async def test_the_primary_cut_off_from_its_synchronous_standby(partitions: PartitionSuite) -> None:
+    """Then, on the same cut, the documented failover: one test, so that the failover (which
+    leaves no standby) comes last whatever order the tests run in."""
     whole(partitions)
     primary = partitions.pg.primary.host.name
     scenario = await partitions.begin(
@@ -203,5 +211,30 @@ async def test_the_primary_cut_off_from_its_synchronous_standby(partitions: Part
         "and held their acks until the link healed"
     )
     assert "intake_resumed" in scenario.new_output("consumer")
+    row = partitions.row(result, partitions.ledger_after(scenario.start_seq))
+    assert row.passed, row.describe()
+    await fail_over_during_the_cut(partitions)
+
+
+async def fail_over_during_the_cut(partitions: PartitionSuite) -> None:
+    """Commits hang on the cut-off primary; the failover procedure fences it (kill -9) and
+    promotes the standby. What the old primary committed locally but never replicated is gone
+    with it: the consumers were never told it was stored, so they hold those acks and write the
+    rows again on the new primary."""
+    pg = partitions.pg
+    scenario = await partitions.begin(
+        "failover during the standby cut",
+        f"the primary cut off from its standby; {FENCE_AFTER_S:.0f} s later (commits waiting) "
+        "kill -9 of the primary, then the standby promoted",
+    )
+    scenario.fault_begins()
+    partitions.network.partition(pg.primary.host.name)
+    await asyncio.sleep(FENCE_AFTER_S)  # a failover manager's detection time
+    pg.primary.kill()
+    await asyncio.to_thread(pg.fail_over)
+    partitions.failed_over = True
+    partitions.network.heal(pg.primary.host.name)
+    scenario.fault_ends()
+    result = await scenario.settle(notes="the promoted standby left without a standby of its own")
     row = partitions.row(result, partitions.ledger_after(scenario.start_seq))
     assert row.passed, row.describe()
