@@ -205,7 +205,17 @@ def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
         proxy.stop()
 
 
-TIERS = ("unit", "integration", "e2e", "chaos", "compose", "cluster", "slowclients", "rediscluster")
+TIERS = (
+    "unit",
+    "integration",
+    "e2e",
+    "chaos",
+    "compose",
+    "cluster",
+    "slowclients",
+    "rediscluster",
+    "faults",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
