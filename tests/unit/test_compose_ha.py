@@ -34,6 +34,8 @@ def _interpolated(value: str) -> str:
 def test_three_broker_nodes_form_one_cluster_by_configuration() -> None:
     conf = (ROOT / "ha" / "rabbitmq.conf").read_text()
     assert "cluster_formation.peer_discovery_backend = classic_config" in conf
+    # a partitioned node pauses, so its clients move to the majority (the faults tier)
+    assert "\ncluster_partition_handling = pause_minority\n" in conf
     for number, node in enumerate(NODES, 1):
         assert f"classic_config.nodes.{number} = rabbit@{node}" in conf
         spec = SERVICES[node]
