@@ -120,21 +120,29 @@ async def declare_topology(
     )
 
 
+# The first wait of a broker (re)connect, and the cap for the consumer and replay-dead, which
+# have no setting for it: the default of the producer's BROKER_MAX_BACKOFF, so that every service
+# comes back to a restarted broker within the same few seconds.
+CONNECT_INITIAL_BACKOFF = 0.2
+CONNECT_MAX_BACKOFF = 5.0
+
+
 async def connect_amqp(
     uri: str,
     *,
     connection_name: str,
     deadline: float,
-    reconnect_interval: float = 1.0,
+    max_backoff: float = CONNECT_MAX_BACKOFF,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
     """Open a robust connection, retrying with backoff for up to ``deadline`` seconds.
 
     After the first success aio-pika's robust connection re-establishes itself (and its channels,
-    queues and consumers) every ``reconnect_interval`` seconds while the broker is away. ``uri``
-    may list several nodes of a cluster (see :mod:`common.nodes`): this process tries them in an
-    order of its own and, when its node dies, reconnects to the next one. A refused TLS
-    certificate is not retried: it raises :class:`DependencyUnavailable` at once.
+    queues and consumers) while the broker is away, waiting the same backoff between attempts,
+    at most ``max_backoff`` seconds (:class:`common.nodes.FailoverConnection`). ``uri`` may list
+    several nodes of a cluster (see :mod:`common.nodes`): this process tries them in an order of
+    its own and, when its node dies, reconnects to the next one. A refused TLS certificate is not
+    retried: it raises :class:`DependencyUnavailable` at once.
     """
     nodes = shuffled(parse_amqp_nodes(uri))
 
@@ -144,7 +152,8 @@ async def connect_amqp(
             nodes=nodes,
             node_index=nodes.index(node),
             client_properties={"connection_name": connection_name},
-            reconnect_interval=reconnect_interval,
+            initial_backoff=CONNECT_INITIAL_BACKOFF,
+            max_backoff=max_backoff,
             ssl_context=ssl_context,
         )
         try:
@@ -160,7 +169,13 @@ async def connect_amqp(
         _, connection = await connect_any(nodes, connect)
         return connection
 
-    return await retry_connect(f"rabbitmq ({connection_name})", attempt, deadline=deadline)
+    return await retry_connect(
+        f"rabbitmq ({connection_name})",
+        attempt,
+        deadline=deadline,
+        initial=CONNECT_INITIAL_BACKOFF,
+        maximum=max_backoff,
+    )
 
 
 def raise_if_certificate_refused(error: BaseException, target: str) -> None:

@@ -4,16 +4,17 @@
 half of that, so that clients which failed together do not come back together. Who waits it:
 
 * :mod:`common.retrying` (tenacity, through :class:`common.retrying.wait_backoff`): connecting to
-  the broker or the database (each service's start-up, the producer's reconnects) and the
-  producer's supervised background loops;
-* the producer's relay (broker away), the consumer's batch writer (database away) and its retry
-  tiers (status API failing), which count their failures themselves and call :func:`backoff_delay`
-  or the two parts below;
-* the routine (database away) waits :func:`exponential` without the jitter: one replica holds the
-  lock, so there is no herd to spread.
-
-Not from here: aio-pika's robust connection (the consumer's, after its first connect) reconnects
-on its own every ``reconnect_interval`` seconds.
+  the broker, the database or Redis at start-up (:func:`~common.retrying.retry_connect`), each of
+  the producer's reconnects, the producer's supervised background loops (publisher, relay:
+  :func:`~common.retrying.supervise`), and the consumer's and ``replay-dead``'s robust broker
+  connection after a drop (:class:`common.nodes.FailoverConnection` sets aio-pika's
+  ``reconnect_interval`` to each wait of :func:`~common.retrying.wait_until_set`);
+* loops that count their failures themselves, because a round there is more than one call that
+  fails or not, call :func:`backoff_delay`: the producer's relay (broker away or refusing), the
+  consumer's batch writer (database away) and the routine (database away: from its interval up);
+* the consumer's retry tiers (status API failing) call the two parts, :func:`exponential` and
+  :func:`equal_jitter`, because they round the wait to a delay queue's tier in between
+  (:mod:`consumer.backoff`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ Pure parsing lives here; connecting is :func:`connect_any` and :class:`FailoverC
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +27,8 @@ import aiormq.abc
 import structlog
 from aio_pika.abc import TimeoutType
 from yarl import URL
+
+from common.retrying import wait_until_set
 
 log = structlog.get_logger(__name__)
 
@@ -183,17 +184,23 @@ async def connect_any(
 
 
 class FailoverConnection(aio_pika.RobustConnection):
-    """An aio-pika robust connection that moves to the next node while it cannot reconnect.
+    """An aio-pika robust connection that reconnects with the capped, jittered backoff of
+    :mod:`common.backoff` and moves to the next node while it cannot reconnect.
 
-    aio-pika's robust connection reconnects to ``url`` only (aio-pika issue #141, open since
-    2018). Its public parts are enough to change that: when the connection closes, move ``url``
-    to the next node before the first reconnect attempt, and keep moving it every
-    ``reconnect_interval`` until it is connected again. Channels, queues and consumers are then
-    restored on the new node by aio-pika as usual.
+    aio-pika's robust connection reconnects on its own, to ``url`` only (aio-pika issue #141, open
+    since 2018), sleeping ``reconnect_interval`` seconds after each attempt. Both are public
+    attributes it reads afresh for every attempt, which is enough to steer it: when the
+    connection closes, move ``url`` to the next node before the first reconnect attempt, then,
+    until it is connected again, wait the backoff (:func:`common.retrying.wait_until_set`),
+    setting ``reconnect_interval`` to each wait so aio-pika sleeps the same, and move ``url`` on
+    after each wait. The rounds are counted here, not aio-pika's attempts (its public API does
+    not show them); an attempt that hangs until its connect timeout only lets the count run
+    ahead, so aio-pika's waits grow at least as fast as the formula, never past ``max_backoff``.
+    Channels, queues and consumers are restored by aio-pika as usual.
 
     Built complete (``FailoverConnection(URL(nodes[i]), nodes=nodes, node_index=i, ...)``, then
     ``connect()``: see :func:`common.amqp.connect_amqp`); it watches for drops once connected. The
-    task that keeps moving ``url`` is this connection's own: :meth:`close` cancels and awaits it
+    task that paces reconnects is this connection's own: :meth:`close` cancels and awaits it
     before closing the connection.
     """
 
@@ -204,28 +211,31 @@ class FailoverConnection(aio_pika.RobustConnection):
         *,
         nodes: Sequence[str] = (),
         node_index: int = 0,
+        initial_backoff: float,
+        max_backoff: float,
         **kwargs: Any,
     ) -> None:
-        super().__init__(url, loop, **kwargs)
+        super().__init__(url, loop, reconnect_interval=initial_backoff, **kwargs)
         self.nodes = tuple(nodes) or (str(url),)
         self.node_index = node_index
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
         self._closing = False
-        self._rotating: asyncio.Task[None] | None = None
+        self._pacing: asyncio.Task[None] | None = None
 
     async def connect(self, timeout: TimeoutType = None) -> None:  # noqa: ASYNC109 - aio-pika's
         await super().connect(timeout)
         # Watched from the first success on (adding again on a reconnect is a no-op: a set): a
         # connection that never connected is dropped by its caller, and must leave nothing
         # running.
-        if len(self.nodes) > 1:
-            self.close_callbacks.add(self._on_close)
+        self.close_callbacks.add(self._on_close)
 
     async def close(self, exc: aiormq.abc.ExceptionType | None = asyncio.CancelledError) -> None:
-        self._closing = True  # from here on, a lost transport starts no rotation
-        rotating, self._rotating = self._rotating, None
-        if rotating is not None:
-            rotating.cancel()
-            await asyncio.wait([rotating])
+        self._closing = True  # from here on, a lost transport starts no pacing
+        pacing, self._pacing = self._pacing, None
+        if pacing is not None:
+            pacing.cancel()
+            await asyncio.wait([pacing])
         await super().close(exc)
 
     def advance(self) -> str:
@@ -238,16 +248,28 @@ class FailoverConnection(aio_pika.RobustConnection):
     def _on_close(self, *_: object) -> None:
         if self._closing or self.close_called:
             return
-        node = self.advance()
-        log.warning("broker_failover", next_node=mask(node))
-        if self._rotating is None or self._rotating.done():
-            self._rotating = self.loop.create_task(self._rotate_until_connected())
+        if len(self.nodes) > 1:
+            log.warning("broker_failover", next_node=mask(self.advance()))
+        if self._pacing is None or self._pacing.done():
+            self._pacing = self.loop.create_task(self._reconnect_with_backoff())
 
-    async def _rotate_until_connected(self) -> None:
-        while not self.close_called and not self.is_closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.connected.wait(), self.reconnect_interval)
-                log.info("broker_reconnected", node=mask(self.nodes[self.node_index]))
-                return
-            node = self.advance()
-            log.info("broker_failover", next_node=mask(node))
+    async def _reconnect_with_backoff(self) -> None:
+        # Looked at again after the wait: a drop while this task was ending found it running and
+        # started no other; past this check nothing awaits, so no drop can slip in unseen.
+        while not self.connected.is_set():
+            await wait_until_set(
+                self.connected,
+                initial=self.initial_backoff,
+                maximum=self.max_backoff,
+                on_wait=self._before_wait,
+            )
+        self.reconnect_interval = self.initial_backoff
+        log.info("broker_reconnected", node=mask(self.nodes[self.node_index]))
+
+    def _before_wait(self, round_number: int, seconds: float) -> None:
+        self.reconnect_interval = seconds
+        # The first round's node was chosen when the connection closed.
+        if round_number > 1 and len(self.nodes) > 1:
+            log.info(
+                "broker_failover", next_node=mask(self.advance()), retry_in_s=round(seconds, 2)
+            )

@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
-from common.backoff import equal_jitter, exponential
+from common.backoff import backoff_delay
 from common.db import merge_observations
 from common.store import ObjectStore
 
@@ -154,7 +154,7 @@ class BatchWriter(Generic[O]):
                     listener.on_health(False)
                 limit = self._give_up_at
                 failures += 1
-                wait = equal_jitter(exponential(failures, 0.1, self._max_backoff))
+                wait = backoff_delay(failures, 0.1, self._max_backoff)
                 log.warning(
                     "flush_failed", rows=len(batch), error=repr(error), retry_in_s=round(wait, 2)
                 )

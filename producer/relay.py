@@ -75,7 +75,6 @@ class Relay:
         self._publish_timeout = publish_timeout
         self._max_backoff = max_backoff
         self._initial_backoff = initial_backoff
-        self.relayed = 0
 
     @contextlib.asynccontextmanager
     async def running(self, *, drain_within: float) -> AsyncIterator[Relay]:
@@ -129,7 +128,6 @@ class Relay:
                 log.error("relay_spool_delete_failed", error=repr(error))
                 await asyncio.sleep(self._backoff(failures))
                 continue
-            self.relayed += len(confirmed)
             if not unconfirmed:
                 failures = 0
                 log.info("relayed", messages=len(confirmed), spool_depth=self._spool.depth)
@@ -155,5 +153,9 @@ class Relay:
         return self._spool.depth == 0
 
     def _backoff(self, failures: int) -> float:
-        # The first wait is already twice the initial backoff: one failed round is no news.
+        # The formula itself rather than tenacity: a round is not one call that fails or not. Three
+        # outcomes count as a failure (broker blocked, spool unreadable, confirms missing), a fully
+        # confirmed round resets the count and an empty spool waits without counting, which
+        # tenacity could express only by raising for control flow. The first wait is already twice
+        # the initial backoff: one failed round is no news.
         return backoff_delay(failures + 1, self._initial_backoff, self._max_backoff)

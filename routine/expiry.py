@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
-from common.backoff import exponential
+from common.backoff import backoff_delay
 from common.db import DATABASE_ERRORS, EXPIRY_LOCK_KEY, expire_stale
 from routine.metrics import RoutineMetrics
 from routine.settings import RoutineSettings
@@ -57,9 +58,13 @@ async def expire_once(
     return TickResult(ran=True, deleted=deleted, batches=batches)
 
 
-def next_delay(interval: float, failures: int, max_backoff: float) -> float:
-    """Seconds to wait before the next tick: the interval, or a growing backoff after failures."""
-    return interval if failures == 0 else exponential(failures, interval, max_backoff)
+def next_delay(
+    interval: float, failures: int, max_backoff: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before the next tick: the interval, or after failures the backoff from the
+    interval up, jittered like every other retry so that replicas which failed together (a
+    database restart) do not come back in lockstep."""
+    return interval if failures == 0 else backoff_delay(failures, interval, max_backoff, rng)
 
 
 async def run_routine(

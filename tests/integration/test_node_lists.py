@@ -14,7 +14,7 @@ import pytest
 import structlog
 from yarl import URL
 
-from common.amqp import connect_amqp, declare_topology
+from common.amqp import CONNECT_INITIAL_BACKOFF, connect_amqp, declare_topology
 from common.nodes import FailoverConnection, mask
 from tests.support.consumer_status import StatusApi, consumer_env, publish, started, stored
 from tests.support.ports import free_port
@@ -153,13 +153,14 @@ async def test_a_dropped_connection_moves_through_the_list_and_owns_its_rotation
     endpoints: Endpoints,
 ) -> None:
     """The broker connection drops: the connection points itself at the next node (dead here),
-    keeps moving every reconnect interval until one answers, and reconnects to the live one. Its
-    rotation task is its own: closing the connection mid-rotation cancels and awaits it."""
+    keeps moving after each wait of the backoff (at most ``max_backoff``) until one answers, and
+    reconnects to the live one. Its pacing task is its own: closing the connection mid-rotation
+    cancels and awaits it."""
     live = URL(endpoints.amqp_uri)
     dead = str(live.with_port(free_port()))
     with structlog.testing.capture_logs() as logs:
         connection = await connect_amqp(
-            f"{live},{dead}", connection_name="failover-test", deadline=10, reconnect_interval=0.2
+            f"{live},{dead}", connection_name="failover-test", deadline=10, max_backoff=0.2
         )
         try:
             assert isinstance(connection, FailoverConnection)
@@ -174,6 +175,9 @@ async def test_a_dropped_connection_moves_through_the_list_and_owns_its_rotation
             assert connection.connected.is_set() and str(connection.url) == str(live)
             moved_to = [e["next_node"] for e in logs if e["event"] == "broker_failover"]
             assert moved_to[0] == mask(dead) and moved_to[-1] == mask(str(live))
+            waits = [e["retry_in_s"] for e in logs if "retry_in_s" in e]
+            assert waits and all(0.1 / 2 <= wait <= 0.2 for wait in waits)  # the capped backoff
+            assert connection.reconnect_interval == CONNECT_INITIAL_BACKOFF  # back to the start
 
             assert connection.transport is not None
             await connection.transport.connection.close()

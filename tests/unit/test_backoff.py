@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from tenacity import RetryCallState
 
 from common.backoff import backoff_delay, equal_jitter, exponential
-from common.retrying import DependencyUnavailable, retry_connect, supervise, wait_backoff
+from common.retrying import (
+    CrashStreak,
+    DependencyUnavailable,
+    retry_connect,
+    supervise,
+    wait_backoff,
+    wait_until_set,
+)
 from routine.expiry import next_delay
 
 pytestmark = pytest.mark.unit
@@ -28,8 +35,12 @@ def test_equal_jitter_stays_in_the_upper_half(ceiling: float, seed: int) -> None
     assert ceiling / 2 <= equal_jitter(ceiling, random.Random(seed)) <= ceiling
 
 
-def test_routine_waits_its_interval_then_backs_off_to_the_cap() -> None:
-    assert [next_delay(3.0, n, 30.0) for n in range(6)] == [3.0, 3.0, 6.0, 12.0, 24.0, 30.0]
+def test_routine_waits_its_interval_then_backs_off_to_the_cap_with_jitter() -> None:
+    assert next_delay(3.0, 0, 30.0) == 3.0
+    for failures, ceiling in enumerate([3.0, 6.0, 12.0, 24.0, 30.0, 30.0], 1):
+        draws = {next_delay(3.0, failures, 30.0, random.Random(seed)) for seed in range(20)}
+        assert all(ceiling / 2 <= draw <= ceiling for draw in draws)
+        assert len(draws) > 1  # replicas that failed together spread out
 
 
 def test_backoff_delay_is_the_jittered_exponential() -> None:
@@ -102,3 +113,92 @@ async def test_supervise_ends_when_cancelled() -> None:
     supervised.cancel()
     with pytest.raises(asyncio.CancelledError):
         await supervised
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_crash_streak_counts_quick_crashes_and_restarts_after_a_healthy_run() -> None:
+    clock = FakeClock()
+    streak = CrashStreak(healthy_after=5.0, clock=clock)
+    counts = []
+    for lasted in (0.1, 0.1, 4.9, 5.0, 0.1, 3600.0):
+        streak.run_started()
+        clock.now += lasted
+        counts.append(streak.run_crashed())
+    assert counts == [1, 2, 3, 1, 2, 1]
+
+
+async def test_supervise_waits_less_again_after_a_healthy_run() -> None:
+    """Three quick crashes grow the wait to the cap; a run that outlived the cap crashes and
+    waits the shortest backoff again (fake clock and sleep: nothing waits)."""
+    clock = FakeClock()
+    lasted = iter([0.0, 0.0, 0.0, 10.0, 0.0])
+    waits: list[float] = []
+
+    async def run() -> None:
+        step = next(lasted, None)
+        if step is None:
+            return
+        clock.now += step
+        raise RuntimeError("bug")
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    with structlog.testing.capture_logs() as logs:
+        await supervise("loop", run, initial=1.0, maximum=4.0, clock=clock, sleep=sleep)
+    ceilings = [1.0, 2.0, 4.0, 1.0, 2.0]
+    assert len(waits) == len(ceilings)
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    crashes = [e for e in logs if e["event"] == "background_task_crashed"]
+    assert [e["crashes_in_a_row"] for e in crashes] == [1, 2, 3, 1, 2]
+    assert [e["attempt"] for e in crashes] == [1, 2, 3, 4, 5]
+
+
+async def test_wait_until_set_waits_the_backoff_between_looks() -> None:
+    """What FailoverConnection paces aio-pika's reconnects with: one look at once, then the
+    capped jittered backoff before each next look, reported before each wait."""
+    event = asyncio.Event()
+    reported: list[tuple[int, float]] = []
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 6:
+            event.set()  # connected during the sixth wait
+
+    await wait_until_set(
+        event, initial=0.2, maximum=1.0, on_wait=lambda n, s: reported.append((n, s)), sleep=sleep
+    )
+    assert [n for n, _ in reported] == [1, 2, 3, 4, 5, 6]
+    assert [s for _, s in reported] == slept
+    ceilings = [exponential(n, 0.2, 1.0) for n in range(1, 7)]
+    assert all(c / 2 <= s <= c for s, c in zip(slept, ceilings, strict=True))
+    assert ceilings[-2:] == [1.0, 1.0]  # the cap holds
+
+
+async def test_wait_until_set_returns_at_once_when_already_set() -> None:
+    event = asyncio.Event()
+    event.set()
+    reported: list[tuple[int, float]] = []
+    await wait_until_set(
+        event, initial=0.2, maximum=1.0, on_wait=lambda n, s: reported.append((n, s))
+    )
+    assert reported == []
+
+
+async def test_wait_until_set_ends_a_wait_when_the_event_is_set() -> None:
+    """The default sleep wakes on the event, not at the end of the wait (a 1-hour backoff here:
+    the test would time out if it did not)."""
+    event = asyncio.Event()
+    waiting = asyncio.create_task(
+        wait_until_set(event, initial=3600.0, maximum=3600.0, on_wait=lambda n, s: event.set())
+    )
+    await asyncio.wait_for(waiting, timeout=5)

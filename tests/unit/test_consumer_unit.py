@@ -442,6 +442,28 @@ class _Listener:
         self.health.append(healthy)
 
 
+async def test_a_batch_writer_retries_a_failed_flush_after_the_common_backoff() -> None:
+    """common.backoff's formula from 0.1 s, capped at ``max_backoff``: each wait in the upper half
+    of its ceiling, so that consumers which lost the database together do not return together."""
+    writer: BatchWriter[int] = BatchWriter(
+        _RefusingStore(), max_rows=10, max_delay=0.001, max_backoff=0.4
+    )
+    listener = _Listener()
+    with capture_logs() as logs:
+        run = asyncio.create_task(writer.run(listener))
+        writer.add(1, datetime.now(UTC), 1)
+
+        def waits() -> list[float]:
+            return [e["retry_in_s"] for e in logs if e["event"] == "flush_failed"]
+
+        await eventually(lambda: len(waits()) >= 4, timeout=10, what="four failed flushes")
+        writer.close(time.monotonic())
+        await asyncio.wait_for(run, 5)
+    ceilings = [exponential(n, 0.1, 0.4) for n in range(1, 5)]
+    assert ceilings == [0.1, 0.2, 0.4, 0.4]
+    assert all(c / 2 <= w <= c for w, c in zip(waits()[:4], ceilings, strict=True))
+
+
 async def test_a_closed_batch_writer_gives_up_at_its_deadline_while_the_database_fails() -> None:
     writer: BatchWriter[int] = BatchWriter(_RefusingStore(), max_rows=10, max_delay=0.001)
     listener = _Listener()

@@ -210,14 +210,17 @@ async def test_connect_any_does_not_hide_bugs() -> None:
 
 async def test_a_failover_connection_is_complete_when_built_and_cycles_its_nodes() -> None:
     nodes = ["amqp://a/", "amqp://b/", "amqp://c/"]
-    connection = FailoverConnection(URL(nodes[1]), nodes=nodes, node_index=1)
+    connection = FailoverConnection(
+        URL(nodes[1]), nodes=nodes, node_index=1, initial_backoff=0.2, max_backoff=5.0
+    )
+    assert connection.reconnect_interval == 0.2  # aio-pika's first wait: the backoff's first
     assert [connection.advance() for _ in range(3)] == ["amqp://c/", "amqp://a/", "amqp://b/"]
     assert str(connection.url) == "amqp://b/"
     await connection.close()  # never connected: closing is still clean
 
 
 async def test_a_failover_connection_without_a_list_is_its_one_node() -> None:
-    connection = FailoverConnection(URL("amqp://a/"))
+    connection = FailoverConnection(URL("amqp://a/"), initial_backoff=0.2, max_backoff=5.0)
     assert connection.nodes == ("amqp://a/",)
     assert connection.advance() == "amqp://a/"
     await connection.close()
