@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, listens_on
 from tests.support.processes import PROJECT_ROOT, ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -119,7 +119,13 @@ class Suite:
         module = self.entries[name].module
         if module in ("producer", "tester"):
             url = self.producer_url if module == "producer" else self.tester_url
-            process.wait_ready(lambda: _answers(f"{url}/health"), timeout=timeout)
+            port = int(self.env["PRODUCER_PORT" if module == "producer" else "TESTER_PORT"])
+            # Its own socket, not only an answer: another test's server may hold a port picked
+            # free for this one (tests/support/ports.py, listens_on).
+            process.wait_ready(
+                lambda: listens_on(process.pid, port) and _answers(f"{url}/health"),
+                timeout=timeout,
+            )
         else:
             process.wait_for_log(READY_EVENTS[module], timeout=timeout)
 
