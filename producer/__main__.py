@@ -18,7 +18,7 @@ from producer.guarded_http import ConnectionGuard
 from producer.publish_modes import fast_paths as publish_mode_fast_paths
 from producer.service import running_core
 from producer.settings import ProducerSettings
-from producer.spool import SpoolUnavailable
+from producer.view import SpoolUnavailable
 
 log = structlog.get_logger("producer")
 

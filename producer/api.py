@@ -22,8 +22,7 @@ from producer.callback_endpoint import CallbackEndpoint
 from producer.metrics import ProducerMetrics
 from producer.schemas import HealthBody, ReadyBody, error_response
 from producer.signatures import CallbackAuth
-from producer.spool import SpoolUnavailable
-from producer.view import IngestView
+from producer.view import IngestView, SpoolUnavailable
 
 log = structlog.get_logger(__name__)
 

@@ -62,7 +62,7 @@ class CallbackSpool(Protocol):
 
 
 class Ingest:
-    """:meth:`accept` raises :class:`producer.spool.SpoolUnavailable` only when the broker did not
+    """:meth:`accept` raises :class:`producer.view.SpoolUnavailable` only when the broker did not
     confirm and the spool could not store the callback either."""
 
     def __init__(

@@ -35,7 +35,7 @@ class ProducerCore:
 
 @contextlib.asynccontextmanager
 async def running_core(settings: ProducerSettings) -> AsyncIterator[ProducerCore]:
-    """The core, running while inside. Raises :class:`producer.spool.SpoolUnavailable` at once
+    """The core, running while inside. Raises :class:`producer.view.SpoolUnavailable` at once
     if the spool cannot be opened."""
     async with Spool.opened(settings.spool_path) as spool:
         publisher = Publisher(
