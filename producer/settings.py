@@ -6,6 +6,8 @@ from pydantic import Field, model_validator
 
 from common.open_files import OpenFiles
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from common.versions import GUARDED_HTTP, FastPath
+from producer import publish_modes
 from producer.callback import CallbackLimits
 from producer.confirms import PublishMode
 from producer.connection_table import (
@@ -137,6 +139,11 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
             f"client connections + {RESERVED_DESCRIPTORS} for the broker, spool and loop + a "
             f"listen backlog of {budget.backlog}",
         )
+
+    def fast_paths(self) -> tuple[FastPath, ...]:
+        """The library internals checked at start: the slow-client guard's, always, and the
+        publish mode's."""
+        return (GUARDED_HTTP, *publish_modes.fast_paths(self.publish_mode))
 
     def callback_limits(self) -> CallbackLimits:
         return CallbackLimits(self.max_body_bytes, self.max_ids_per_callback)
