@@ -66,7 +66,7 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
                 host=settings.producer_host,
                 port=settings.producer_port,
                 http=guard.protocol_class,
-                backlog=settings.connection_budget().backlog,
+                backlog=settings.connection_budget.backlog,
                 # The core's life is running_core's, around the server's: the app has no lifespan.
                 lifespan="off",
                 access_log=False,
