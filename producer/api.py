@@ -105,7 +105,6 @@ def _add_probes(app: FastAPI, ingest: IngestView) -> None:
             broker=readiness.broker,
             spool_depth=readiness.spool_depth,
             spool_writable=readiness.spool_writable,
-            stopping=readiness.stopping,
         )
         return Response(
             body.model_dump_json(),

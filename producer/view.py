@@ -39,7 +39,6 @@ class Readiness:
     broker: BrokerState
     spool_depth: int
     spool_writable: bool
-    stopping: bool
 
 
 class IngestView(Protocol):
