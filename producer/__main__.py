@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import structlog
 import uvicorn
 
 from common.entrypoint import run_service
 from common.heap import freeze_startup_heap
-from common.versions import FastPath
 from producer.api import create_app
-from producer.guarded_http import ConnectionGuard
-from producer.publish_modes import fast_paths as publish_mode_fast_paths
 from producer.service import running_core
 from producer.settings import ProducerSettings
-from producer.spool import SpoolUnavailable
+from producer.view import SpoolUnavailable
 
 log = structlog.get_logger("producer")
 
@@ -46,6 +43,10 @@ class _Server(uvicorn.Server):
 
 
 async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
+    # Imported here, not at the top: it subclasses uvicorn's internals, which on an untested
+    # uvicorn may fail to import before the start-up check can say so in one line.
+    from producer.guarded_http import ConnectionGuard
+
     async with running_core(settings) as core:
         app = create_app(
             core.ingest,
@@ -65,7 +66,7 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
                 host=settings.producer_host,
                 port=settings.producer_port,
                 http=guard.protocol_class,
-                backlog=settings.connection_budget().backlog,
+                backlog=settings.connection_budget.backlog,
                 # The core's life is running_core's, around the server's: the app has no lifespan.
                 lifespan="off",
                 access_log=False,
@@ -101,11 +102,6 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             deadlines.cancel()
 
 
-def fast_paths(settings: ProducerSettings) -> Iterable[FastPath]:
-    """Only the pipeline uses library internals; the standard mode runs on any version."""
-    return publish_mode_fast_paths(settings.publish_mode)
-
-
 def _auth_mode(settings: ProducerSettings) -> str:
     modes = [
         name
@@ -123,7 +119,7 @@ def run() -> None:
         "producer",
         ProducerSettings,
         main,
-        fast_paths=fast_paths,
+        fast_paths=ProducerSettings.fast_paths,
         open_files=ProducerSettings.open_files,
         fatal={SpoolUnavailable: "spool_unavailable"},
     )

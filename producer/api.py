@@ -22,8 +22,7 @@ from producer.callback_endpoint import CallbackEndpoint
 from producer.metrics import ProducerMetrics
 from producer.schemas import HealthBody, ReadyBody, error_response
 from producer.signatures import CallbackAuth
-from producer.spool import SpoolUnavailable
-from producer.view import IngestView
+from producer.view import IngestView, SpoolUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +105,6 @@ def _add_probes(app: FastAPI, ingest: IngestView) -> None:
             broker=readiness.broker,
             spool_depth=readiness.spool_depth,
             spool_writable=readiness.spool_writable,
-            stopping=readiness.stopping,
         )
         return Response(
             body.model_dump_json(),

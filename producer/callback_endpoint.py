@@ -23,8 +23,7 @@ from producer.callback import (
 from producer.metrics import ProducerMetrics
 from producer.schemas import CallbackAccepted, CallbackBody, described, error_response
 from producer.signatures import CallbackAuth
-from producer.spool import SpoolUnavailable
-from producer.view import IngestView
+from producer.view import IngestView, SpoolUnavailable
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,6 @@ is busy: a request the application is working on is never evicted.
 from __future__ import annotations
 
 import enum
-import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -154,44 +153,3 @@ class ConnectionTable(Generic[K]):
         if stage is not None:
             self._since[stage][key] = now
         connection.stage = stage
-
-
-# Descriptors the producer needs besides client connections: the broker's connection, the
-# spool's SQLite files, the event loop, logging, and a margin for libraries opening files.
-RESERVED_DESCRIPTORS = 64
-# Uvicorn's default backlog; the kernel caps it at net.core.somaxconn (4096 on Linux >= 5.4).
-LISTEN_BACKLOG = 2048
-# Each held connection costs the producer ~10 KiB (protocol, parser, transport, a request task
-# for a body; RSS in the slowclients tier), so the cap also bounds memory: 10,000 ≈ 100 MiB.
-MOST_CONNECTIONS = 10_000
-
-
-@dataclass(frozen=True)
-class ConnectionBudget:
-    descriptor_safe: int  # the most connections the open-file limit allows
-    default: int  # PRODUCER_MAX_CONNECTIONS when unset
-    backlog: int  # the listen queue, reserved within the open-file limit
-
-
-def open_file_limit() -> int | None:
-    """The open files this process can have: its hard RLIMIT_NOFILE (the soft one is raised to
-    what the cap needs at start, common/open_files.py); None when unlimited.
-
-    Many systems start a process with a soft limit of 1024 and a far higher hard one (Docker's
-    default): budgeting from the soft limit held the cap at ~700 connections there."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if hard == resource.RLIM_INFINITY else hard
-
-
-def connection_budget(open_files: int | None) -> ConnectionBudget:
-    """The most connections that never run the process out of descriptors, and the default cap.
-
-    The server accepts a whole burst from its listen queue before it gets to close anyone, so the
-    queue (the backlog) is reserved too: with the cap reached, a burst of ``backlog`` new
-    connections is accepted, then as many least-progress ones are closed.
-    """
-    if open_files is None:
-        return ConnectionBudget(2**31 - 1, MOST_CONNECTIONS, LISTEN_BACKLOG)
-    backlog = max(16, min(LISTEN_BACKLOG, open_files // 4))
-    safe = max(0, open_files - RESERVED_DESCRIPTORS - backlog)
-    return ConnectionBudget(safe, min(MOST_CONNECTIONS, safe), backlog)

@@ -5,8 +5,9 @@ the open-file limit: one client holding thousands of slow connections took every
 and the well-behaved callbacks were the ones refused (issue 23). Uvicorn accepts a protocol class
 as ``http=``; this one is its httptools protocol, told about each connection's progress through
 the protocol's public callbacks (the parser's ``on_*`` events, ``connection_made``/``lost``,
-``on_response_complete``) and closing the connections that :class:`ConnectionTable` names.
-Nothing else of uvicorn's is read or changed.
+``on_response_complete``, uvicorn's own hook) and closing the connections that
+:class:`ConnectionTable` names. Those hooks are uvicorn's internals, not its public API: uvicorn is
+pinned to the tested minor (pyproject.toml) and checked at start (``common.versions.GUARDED_HTTP``).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class CallbackSpool(Protocol):
 
 
 class Ingest:
-    """:meth:`accept` raises :class:`producer.spool.SpoolUnavailable` only when the broker did not
+    """:meth:`accept` raises :class:`producer.view.SpoolUnavailable` only when the broker did not
     confirm and the spool could not store the callback either."""
 
     def __init__(
@@ -77,21 +77,15 @@ class Ingest:
         self._spool = spool
         self._ids_per_message = ids_per_message
         self._publish_timeout = publish_timeout
-        self._stopping = False
-
-    def stop_accepting(self) -> None:
-        """Shutdown has begun: report not ready from now on."""
-        self._stopping = True
 
     def readiness(self) -> Readiness:
         publisher, spool = self._publisher, self._spool
         return Readiness(
             # Can a callback be made durable right now (broker or spool)?
-            ready=not self._stopping and (publisher.connected or spool.writable),
+            ready=publisher.connected or spool.writable,
             broker=publisher.state,
             spool_depth=spool.depth,
             spool_writable=spool.writable,
-            stopping=self._stopping,
         )
 
     @property

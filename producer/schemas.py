@@ -50,7 +50,6 @@ class ReadyBody(BaseModel):
     broker: BrokerState
     spool_depth: int = Field(description="messages in the spool waiting for the relay")
     spool_writable: bool
-    stopping: bool
 
 
 def error_response(status: int, error: str, detail: str) -> Response:

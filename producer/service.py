@@ -1,5 +1,6 @@
-"""The producer's core for its whole life: open the spool, connect, relay; on the way out stop
-accepting, drain the relay within ``SHUTDOWN_GRACE``, close the connection, close the spool.
+"""The producer's core for its whole life: open the spool, connect, relay; on the way out (the HTTP
+server inside has stopped, so no callback arrives any more) drain the relay within
+``SHUTDOWN_GRACE``, close the connection, close the spool.
 
 Each part owns its own resource (:meth:`Spool.opened`, :meth:`Publisher.running`,
 :meth:`Relay.running`); this function takes the settings apart into their values and nests them.
@@ -35,7 +36,7 @@ class ProducerCore:
 
 @contextlib.asynccontextmanager
 async def running_core(settings: ProducerSettings) -> AsyncIterator[ProducerCore]:
-    """The core, running while inside. Raises :class:`producer.spool.SpoolUnavailable` at once
+    """The core, running while inside. Raises :class:`producer.view.SpoolUnavailable` at once
     if the spool cannot be opened."""
     async with Spool.opened(settings.spool_path) as spool:
         publisher = Publisher(
@@ -66,8 +67,5 @@ async def running_core(settings: ProducerSettings) -> AsyncIterator[ProducerCore
                 spool_path=str(settings.spool_path),
                 spool_depth=spool.depth,
             )
-            try:
-                yield ProducerCore(ingest, publisher, spool, relay)
-            finally:
-                ingest.stop_accepting()
+            yield ProducerCore(ingest, publisher, spool, relay)
         log.info("producer_stopped", spool_drained=spool.depth == 0, spool_depth=spool.depth)

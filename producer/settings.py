@@ -1,19 +1,22 @@
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from common.open_files import OpenFiles
+from common.open_files import (
+    OTHER_DESCRIPTORS,
+    ConnectionBudget,
+    OpenFiles,
+    connection_budget,
+    hard_open_file_limit,
+)
 from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from common.versions import GUARDED_HTTP, FastPath
+from producer import publish_modes
 from producer.callback import CallbackLimits
 from producer.confirms import PublishMode
-from producer.connection_table import (
-    RESERVED_DESCRIPTORS,
-    ConnectionBudget,
-    connection_budget,
-    open_file_limit,
-)
 from producer.signatures import CallbackAuth
 
 # Below this many connections a producer cannot serve a tester and its own probes under a flood.
@@ -103,7 +106,7 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
 
     @model_validator(mode="after")
     def _connections_within_open_files(self) -> ProducerSettings:
-        budget = self.connection_budget()
+        budget = self.connection_budget
         if budget.default < FEWEST_CONNECTIONS:
             raise ValueError(
                 f"the open-file limit (ulimit -n) leaves room for {budget.descriptor_safe} "
@@ -117,26 +120,34 @@ class ProducerSettings(AmqpSettings, CallbackAuthSettings):
             )
         return self
 
+    @cached_property
     def connection_budget(self) -> ConnectionBudget:
-        return connection_budget(open_file_limit())
+        """The budget of this process's hard open-file limit, read once: when the settings are
+        validated, then kept for the cap, the soft limit to raise and the listen backlog."""
+        return connection_budget(hard_open_file_limit())
 
     @property
     def max_connections(self) -> int:
         """PRODUCER_MAX_CONNECTIONS, or the default the open-file limit allows."""
         if self.producer_max_connections is not None:
             return self.producer_max_connections
-        return self.connection_budget().default
+        return self.connection_budget.default
 
     def open_files(self) -> OpenFiles:
         """The descriptors the connection cap needs: the soft limit is raised to them at start."""
-        budget = self.connection_budget()
+        budget = self.connection_budget
         return OpenFiles(
-            self.max_connections + RESERVED_DESCRIPTORS + budget.backlog,
+            self.max_connections + OTHER_DESCRIPTORS + budget.backlog,
             "PRODUCER_MAX_CONNECTIONS",
             self.max_connections,
-            f"client connections + {RESERVED_DESCRIPTORS} for the broker, spool and loop + a "
+            f"client connections + {OTHER_DESCRIPTORS} for the broker, spool and loop + a "
             f"listen backlog of {budget.backlog}",
         )
+
+    def fast_paths(self) -> tuple[FastPath, ...]:
+        """The library internals checked at start: the slow-client guard's, always, and the
+        publish mode's."""
+        return (GUARDED_HTTP, *publish_modes.fast_paths(self.publish_mode))
 
     def callback_limits(self) -> CallbackLimits:
         return CallbackLimits(self.max_body_bytes, self.max_ids_per_callback)

@@ -27,6 +27,9 @@ import structlog
 
 from common.messages import OutgoingMessage
 
+# Defined with the view HTTP code sees; re-exported for the relay and the entry point.
+from producer.view import SpoolUnavailable as SpoolUnavailable
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -41,10 +44,6 @@ CREATE TABLE IF NOT EXISTS spooled_message (
 
 
 _NO_PAGE_LIMIT = 4_294_967_294  # SQLite's largest max_page_count
-
-
-class SpoolUnavailable(RuntimeError):
-    """The spool could not store or read messages (disk full, file unwritable, corrupt)."""
 
 
 @dataclass(frozen=True, slots=True)

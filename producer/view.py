@@ -1,5 +1,6 @@
-"""What HTTP code may see of the producer's core: a callback's answer, the broker's state, and a
-read-only view (:class:`IngestView`) instead of the publisher, relay and spool themselves."""
+"""What HTTP code may see of the producer's core: a callback's answer, the broker's state, the
+error of a callback that could not be stored, and a read-only view (:class:`IngestView`) instead
+of the publisher, relay and spool themselves."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ class BrokerState(StrEnum):
     BLOCKED = "blocked"  # a broker resource alarm: publishes would stall, not fail
     DEGRADED = "degraded"  # a publish went unconfirmed; the relay probes until one succeeds
     STOPPED = "stopped"
+
+
+class SpoolUnavailable(RuntimeError):
+    """The spool could not store or read messages (disk full, file unwritable, corrupt).
+
+    Raised by :mod:`producer.spool`; defined here so that HTTP code, which answers it with 503,
+    imports the view and not the spool."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +39,11 @@ class Readiness:
     broker: BrokerState
     spool_depth: int
     spool_writable: bool
-    stopping: bool
 
 
 class IngestView(Protocol):
     async def accept(self, callback_id: str, ids: list[int]) -> Accepted:
-        """Make ``ids`` durable; raises :class:`producer.spool.SpoolUnavailable` when neither
+        """Make ``ids`` durable; raises :class:`SpoolUnavailable` when neither
         the broker nor the spool could store them."""
         ...
 

@@ -36,10 +36,33 @@ def fake_distribution(root: Path, package: str, version: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("service", "package", "version", "tested", "fallback", "chosen"),
+    ("service", "package", "version", "tested", "chosen", "advice"),
     [
-        ("producer", "aiormq", "7.3.0", "7.2", "PUBLISH_MODE=standard", "pipeline"),
-        ("producer", "pamqp", "3.3.0", "4.0", "PUBLISH_MODE=standard", "pipeline"),
+        (
+            "producer",
+            "aiormq",
+            "7.3.0",
+            "7.2",
+            {"PUBLISH_MODE": "pipeline"},
+            "install the tested version, or set PUBLISH_MODE=standard",
+        ),
+        (
+            "producer",
+            "pamqp",
+            "3.3.0",
+            "4.0",
+            {"PUBLISH_MODE": "pipeline"},
+            "install the tested version, or set PUBLISH_MODE=standard",
+        ),
+        # The slow-client guard is always on, in the standard publish mode too, and has no twin.
+        (
+            "producer",
+            "uvicorn",
+            "0.55.0",
+            "0.54",
+            {"PUBLISH_MODE": "standard"},
+            "install the tested version",
+        ),
     ],
 )
 def test_an_untested_library_version_exits_2_with_one_line(
@@ -48,15 +71,15 @@ def test_an_untested_library_version_exits_2_with_one_line(
     package: str,
     version: str,
     tested: str,
-    fallback: str,
-    chosen: str,
+    chosen: dict[str, str],
+    advice: str,
 ) -> None:
-    """A fast path that is chosen checks its library at start (the producer's is its default;
-    the consumer has none: see the last two tests)."""
+    """A fast path that is chosen checks its library at start (the producer's are its default
+    publish mode and its slow-client guard; the consumer has none: see the last two tests)."""
     fakes = fake_distribution(tmp_path / "fakes", package, version)
     env = {
         **UNREACHABLE,
-        fallback.split("=")[0]: chosen,
+        **chosen,
         "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "PYTHONPATH": f"{fakes}:{PROJECT_ROOT}",
     }
@@ -64,7 +87,7 @@ def test_an_untested_library_version_exits_2_with_one_line(
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines() == [
         f"{service}: {package} {version} is installed, but the fast path was tested with "
-        f"{package} {tested}.x; install the tested version, or set {fallback}"
+        f"{package} {tested}.x; {advice}"
     ]
     assert "Traceback" not in result.stdout + result.stderr
 

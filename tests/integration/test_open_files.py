@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.open_files import HOW_TO_RAISE, OTHER_DESCRIPTORS
-from producer.connection_table import RESERVED_DESCRIPTORS, connection_budget
+from common.open_files import HOW_TO_RAISE, OTHER_DESCRIPTORS, connection_budget
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.waiting import wait_until
@@ -95,7 +94,7 @@ def test_the_producer_raises_its_soft_limit_to_what_its_connection_cap_needs(
     # soft one is raised to cover it, before the producer connects to anything.
     hard = 8192
     budget = connection_budget(hard)
-    needed = budget.default + RESERVED_DESCRIPTORS + budget.backlog
+    needed = budget.default + OTHER_DESCRIPTORS + budget.backlog
     env = ServiceProcess(
         "producer",
         {

@@ -63,7 +63,6 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
         "broker": "connecting",
         "spool_depth": 30,
         "spool_writable": True,
-        "stopping": False,
     }
 
     first.kill()

@@ -282,7 +282,6 @@ async def test_health_ready_and_docs(start_producer: StartProducer) -> None:
         "broker": "connected",
         "spool_depth": 0,
         "spool_writable": True,
-        "stopping": False,
     }
     assert (await producer.client.get("/docs")).status_code == 200
     schema = (await producer.client.get("/openapi.json")).json()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from producer.connection_table import connection_budget
+from common.open_files import connection_budget
 from tests.support.ports import free_port
 from tests.support.processes import PROJECT_ROOT, ServiceProcess
 from tests.support.producer import producer_env, wait_broker_connected

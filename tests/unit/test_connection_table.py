@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.settings import load_settings
-from producer.connection_table import (
-    RESERVED_DESCRIPTORS,
-    ConnectionTable,
-    Stage,
-    connection_budget,
-)
+from producer.connection_table import ConnectionTable, Stage
 from producer.settings import ProducerSettings
 
 pytestmark = pytest.mark.unit
@@ -162,28 +157,6 @@ def test_events_of_a_closed_or_evicted_connection_are_ignored() -> None:
     assert len(connections) == 1
 
 
-@pytest.mark.parametrize(
-    ("open_files", "safe", "default", "backlog"),
-    [
-        (1024, 1024 - RESERVED_DESCRIPTORS - 256, 1024 - RESERVED_DESCRIPTORS - 256, 256),
-        (4096, 4096 - RESERVED_DESCRIPTORS - 1024, 4096 - RESERVED_DESCRIPTORS - 1024, 1024),
-        (20_000, 20_000 - RESERVED_DESCRIPTORS - 2048, 10_000, 2048),
-        (50, 0, 0, 16),
-    ],
-)
-def test_the_budget_keeps_connections_and_the_listen_queue_within_the_open_files(
-    open_files: int, safe: int, default: int, backlog: int
-) -> None:
-    budget = connection_budget(open_files)
-    assert (budget.descriptor_safe, budget.default, budget.backlog) == (safe, default, backlog)
-    if open_files > 100:
-        assert budget.descriptor_safe + budget.backlog + RESERVED_DESCRIPTORS <= open_files
-
-
-def test_unlimited_open_files_still_cap_connections_by_default() -> None:
-    assert connection_budget(None).default == 10_000
-
-
 BASE = {"AMQP_URI": "amqp://guest:guest@127.0.0.1:5672/", "QUEUE_NAME": "q"}
 
 
@@ -219,7 +192,7 @@ def test_the_slow_client_settings_default_to_go_like_deadlines_and_a_derived_cap
         monkeypatch.setenv(name, setting)
     settings = load_settings(ProducerSettings, "producer", _env_file=None)
     assert (settings.producer_header_timeout, settings.producer_body_timeout) == (10.0, 30.0)
-    assert settings.max_connections == settings.connection_budget().default
+    assert settings.max_connections == settings.connection_budget.default
     monkeypatch.setenv("PRODUCER_MAX_CONNECTIONS", "500")
     monkeypatch.setenv("PRODUCER_HEADER_TIMEOUT", "1m30s")
     settings = load_settings(ProducerSettings, "producer", _env_file=None)

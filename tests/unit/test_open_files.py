@@ -10,9 +10,11 @@ from common.open_files import (
     OTHER_DESCRIPTORS,
     OpenFileLimitTooLow,
     OpenFiles,
+    connection_budget,
     soft_limit_to_set,
 )
 from consumer.settings import ConsumerSettings
+from producer.settings import ProducerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +68,44 @@ def test_the_consumer_needs_a_socket_per_lookup_and_connection_and_a_margin() ->
     assert (
         need.why == f"30000 status lookups + 25 database connections + {OTHER_DESCRIPTORS} others"
     )
+
+
+@pytest.mark.parametrize(
+    ("open_files", "safe", "default", "backlog"),
+    [
+        (1024, 1024 - OTHER_DESCRIPTORS - 256, 1024 - OTHER_DESCRIPTORS - 256, 256),
+        (4096, 4096 - OTHER_DESCRIPTORS - 1024, 4096 - OTHER_DESCRIPTORS - 1024, 1024),
+        (20_000, 20_000 - OTHER_DESCRIPTORS - 2048, 10_000, 2048),
+        (50, 0, 0, 16),
+    ],
+)
+def test_the_budget_keeps_connections_and_the_listen_queue_within_the_open_files(
+    open_files: int, safe: int, default: int, backlog: int
+) -> None:
+    budget = connection_budget(open_files)
+    assert (budget.descriptor_safe, budget.default, budget.backlog) == (safe, default, backlog)
+    if open_files > 100:
+        assert budget.descriptor_safe + budget.backlog + OTHER_DESCRIPTORS <= open_files
+
+
+def test_unlimited_open_files_still_cap_connections_by_default() -> None:
+    assert connection_budget(None).default == 10_000
+
+
+def test_the_producer_reads_its_open_file_limit_once_per_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Validation, the cap, the soft limit to raise and the backlog share one reading."""
+    reads: list[int] = []
+
+    def getrlimit(which: int) -> tuple[int, int]:
+        reads.append(which)
+        return (1024, 8192)
+
+    monkeypatch.setattr(resource, "getrlimit", getrlimit)
+    settings = ProducerSettings(amqp_uri="amqp://guest:guest@127.0.0.1:5672/", queue_name="q")
+    budget = connection_budget(8192)
+    assert settings.connection_budget == budget
+    assert settings.max_connections == budget.default
+    assert settings.open_files().needed == budget.default + OTHER_DESCRIPTORS + budget.backlog
+    assert reads == [resource.RLIMIT_NOFILE]

@@ -224,8 +224,6 @@ async def test_ready_while_the_broker_or_the_spool_can_take_a_callback(spool: Sp
     assert (readiness.ready, readiness.spool_writable) == (False, False)
     publisher.connected = True
     assert ingest.readiness().ready
-    ingest.stop_accepting()
-    assert ingest.readiness().ready is False and ingest.readiness().stopping
 
 
 # --- what the spool logs about a group commit ------------------------------------------------
