@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from common.durations import parse_duration
 from tests.chaos.conftest import KNOBS as CHAOS_KNOBS
 from tests.chaos.harness import CALLBACK_TIMEOUT_S, ChaosSuite, ScenarioResult, now
 from tests.support import run_results
@@ -28,11 +29,22 @@ from tests.support.small_disk import SmallDisk
 RESULTS_PATH = PROJECT_ROOT / "var" / "faults-results.json"
 LOGS_PATH = PROJECT_ROOT / "var" / "faults-logs"  # the services' and engines' logs of the run
 
-# The chaos tier's load and retry settings, with few status lookups in flight per consumer: the
-# in-flight bound is what a slow status link meets first (Little's law), so it is small enough
-# that a 200 ms link makes it bite at this load (2 x 20 in flight / ~0.25 s ≈ 160 ids/s, below the
-# ~500 ids/s offered) while the unshaped link leaves ample room (~1,000 ids/s).
-KNOBS = {**CHAOS_KNOBS, "CONSUMER_MAX_CONSUMERS": "20"}
+# The chaos tier's retry settings under a modest load at the status API's real delays (0.3-4.3 s,
+# mean 2.3 s; issue 22): a callback every 100 ms of 0-20 ids from 0-9,999, about 100 ids/s, so
+# about 230 lookups in flight (Little's law). 300 per consumer leave room to drain a backlog
+# (2 x 300 / 2.3 s ≈ 260 ids/s); the id range is wide enough that lookups of one id seldom
+# overlap (single-flight would blur the count). STATUS_TIMEOUT is above the slowest answer on
+# the slow link (4.3 s + 0.25 s + a few retransmission timeouts).
+KNOBS = {
+    **CHAOS_KNOBS,
+    "TESTER_DELAY_MIN": "300ms",
+    "TESTER_DELAY_MAX": "4.3s",
+    "TESTER_ID_RANGE": "10000",
+    "TESTER_MAX_IDS": "20",
+    "STATUS_TIMEOUT": "10s",
+    "CONSUMER_MAX_CONSUMERS": "300",
+}
+LONGEST_LOOKUP_S = parse_duration(KNOBS["TESTER_DELAY_MAX"])
 RECOVERY_BOUND_S = 30.0  # the backlog must be gone this long after the fault ended
 
 
