@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tests.support.generated_block import GeneratedBlock
+from tests.support.generated_block import GeneratedBlock, results_table
 from tests.support.processes import PROJECT_ROOT
 
 from .harness import RESULTS_PATH
@@ -85,24 +85,14 @@ def render(results: dict[str, Any]) -> str:
     load = "/".join(f"{x:.2f}" for x in machine["load_average"])
     scenarios = results["scenarios"]
     failed = [s["name"] for s in scenarios if not s["passed"]]
-    lines = [
-        BEGIN,
-        "",
+    summary = (
         f"Run of {results['finished_at']} (commit `{results['commit'] or 'unknown'}`), "
         f"{len(scenarios)} scenarios in {results['elapsed_s']:.0f} s on {machine['nproc']} cores "
         f"({machine['cpu']}), Python {machine['python']}, load average {load} at the end; "
         f"broker: {results['broker']}. "
-        + (f"**Failed: {', '.join(failed)}.**" if failed else "Every scenario passed."),
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
-        *("| " + " | ".join(_row(s)) + " |" for s in scenarios),
-        "",
-        f"Produced by `{COMMAND}`.",
-        "",
-        END,
-    ]
-    return "\n".join(lines)
+        + (f"**Failed: {', '.join(failed)}.**" if failed else "Every scenario passed.")
+    )
+    return results_table(BEGIN, END, summary, COLUMNS, (_row(s) for s in scenarios), COMMAND)
 
 
 BLOCK = GeneratedBlock(

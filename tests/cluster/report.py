@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tests.support.generated_block import GeneratedBlock
+from tests.support.generated_block import GeneratedBlock, results_table
 from tests.support.processes import PROJECT_ROOT
 
 from .harness import RECOVERY_BOUND_S, RESULTS_PATH
@@ -88,24 +88,14 @@ def render(results: dict[str, Any]) -> str:
     load = "/".join(f"{x:.2f}" for x in machine["load_average"])
     scenarios = results["scenarios"]
     failed = [s["name"] for s in scenarios if not s["passed"]]
-    lines = [
-        BEGIN,
-        "",
+    summary = (
         f"Run of {results['finished_at']} (commit `{results['commit'] or 'unknown'}`), "
         f"{len(scenarios)} faults in {results['elapsed_s']:.0f} s (engines started included) on "
         f"{machine['nproc']} cores ({machine['cpu']}), Python {machine['python']}, load average "
         f"{load} at the end; engines: {results['engines']}. "
-        + (f"**Failed: {', '.join(failed)}.**" if failed else "Every fault passed."),
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
-        *("| " + " | ".join(_row(s)) + " |" for s in scenarios),
-        "",
-        f"Produced by `{COMMAND}`.",
-        "",
-        END,
-    ]
-    return "\n".join(lines)
+        + (f"**Failed: {', '.join(failed)}.**" if failed else "Every fault passed.")
+    )
+    return results_table(BEGIN, END, summary, COLUMNS, (_row(s) for s in scenarios), COMMAND)
 
 
 BLOCK = GeneratedBlock(

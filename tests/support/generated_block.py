@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,3 +64,28 @@ class GeneratedBlock:
         count = len(results["scenarios"])
         sys.stderr.write(f"{args.doc}: {count} {self.what} from {args.results}\n")
         return 0
+
+
+def results_table(
+    begin: str,
+    end: str,
+    summary: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    command: str,
+) -> str:
+    """A generated block of a fault run: markers, its summary line, the table, the command."""
+    lines = [
+        begin,
+        "",
+        summary,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"Produced by `{command}`.",
+        "",
+        end,
+    ]
+    return "\n".join(lines)
