@@ -12,14 +12,14 @@ import aio_pika
 import structlog
 
 from common.amqp import Topology, connect_amqp, declare_topology
+from common.broker.settings import BrokerSettings
 from common.messages import CONTENT_TYPE
-from common.settings import AmqpSettings
 from consumer.dead_letter import replayable
 
 log = structlog.get_logger("consumer")
 
 
-class ReplaySettings(AmqpSettings):
+class ReplaySettings(BrokerSettings):
     """What ``replay-dead`` needs: only the broker (no database, no status API)."""
 
 

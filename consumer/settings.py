@@ -3,15 +3,16 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from common.amqp import RETRY_TIERS_MS
+from common.broker.settings import BrokerSettings
 from common.open_files import OTHER_DESCRIPTORS, OpenFiles
-from common.settings import AmqpSettings, Duration, PostgresSettings
+from common.settings import Duration, PostgresSettings
 from common.store.settings import RedisSettings, StoreChoice
 from consumer.status import StatusClientKind
 
 POSTGRES_ONLY = " (required with STORE=postgres)"
 
 
-class ConsumerSettings(AmqpSettings, StoreChoice, PostgresSettings, RedisSettings):
+class ConsumerSettings(BrokerSettings, StoreChoice, PostgresSettings, RedisSettings):
     # Required by PostgresSettings; here only with STORE=postgres (checked below), so that a Redis
     # deployment carries no PostgreSQL settings at all.
     postgres_host: str = Field(

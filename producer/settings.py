@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from common.broker.settings import BrokerSettings
 from common.open_files import (
     OTHER_DESCRIPTORS,
     ConnectionBudget,
@@ -12,7 +13,7 @@ from common.open_files import (
     connection_budget,
     hard_open_file_limit,
 )
-from common.settings import AmqpSettings, CallbackAuthSettings, Duration
+from common.settings import CallbackAuthSettings, Duration
 from common.versions import GUARDED_HTTP, FastPath
 from producer import publish_modes
 from producer.callback import CallbackLimits
@@ -23,7 +24,7 @@ from producer.signatures import CallbackAuth
 FEWEST_CONNECTIONS = 16
 
 
-class ProducerSettings(AmqpSettings, CallbackAuthSettings):
+class ProducerSettings(BrokerSettings, CallbackAuthSettings):
     # A service in a container must listen on every interface; PRODUCER_HOST narrows it.
     producer_host: str = Field(
         "0.0.0.0",  # noqa: S104 - containers listen on every interface
