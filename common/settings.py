@@ -138,7 +138,8 @@ class AmqpSettings(ServiceSettings):
         min_length=1,
         max_length=200,
         pattern=r"^[A-Za-z0-9_.:-]+$",
-        description="work queue; retry and dead-letter queues derive their names from it",
+        description="work queue; retry and dead-letter queues derive their names from it "
+        "(BROKER=pubsub: the topic; its subscriptions and dead-letter topic are named from it)",
     )
 
     @field_validator("amqp_uri")

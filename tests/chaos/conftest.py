@@ -1,8 +1,12 @@
-"""One suite for every chaos scenario: started once, brought back to a steady state before each.
+"""One suite per store for the chaos scenarios: started once, brought back to a steady state
+before each.
 
-The broker is a RabbitMQ node of the run's own (so a scenario may restart it), the database one of
-the run's own (so ``pg_terminate_backend`` hits only the suite's sessions); services reach both
-through TCP proxies that a scenario can cut or black-hole.
+The broker is a RabbitMQ node of the run's own (so a scenario may restart it), shared by both
+suites. The PostgreSQL suite's database is one of its own (so ``pg_terminate_backend`` hits only
+the suite's sessions); the Redis suite's Redis a ``redis-server`` of its own with AOF
+(``appendfsync everysec``), and no routine. Services reach broker and store through TCP proxies
+that a scenario can cut or black-hole. The scenarios marked :data:`BOTH_STORES` run on each suite
+in turn (never both at once); their rows share one results file.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,11 +31,12 @@ from tests.support.amqp import amqp_uri_via
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.redis_server import RedisServer
 from tests.support.services import Endpoints
 from tests.support.suite import Suite
 from tests.support.waiting import eventually
 
-from .harness import RESULTS_PATH, ChaosSuite, now, write_results
+from .harness import RESULTS_PATH, ChaosSuite, ScenarioResult, now
 
 LOGS_PATH = RESULTS_PATH.parent / "chaos-logs"
 
@@ -71,63 +78,102 @@ def _answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass
+class ChaosRun:
+    """What the run's suites share: the broker, and one list of results (both stores' rows)."""
+
+    base: Path
+    amqp_uri: str
+    node: PrivateRabbitNode | None
+    started_at: datetime
+    results: list[ScenarioResult] = field(default_factory=list)
+
+
 @pytest.fixture(scope="package")
-def chaos_suite(endpoints: Endpoints) -> Iterator[ChaosSuite]:
+def chaos_run(endpoints: Endpoints) -> Iterator[ChaosRun]:
     # Not pytest's tmp_path: its parents are 0700, and the private node runs as user rabbitmq.
     started_at = now()
     base = Path(tempfile.mkdtemp(prefix="lastseen-chaos-"))
     base.chmod(0o755)
     node = PrivateRabbitNode(base / "rabbit") if PrivateRabbitNode.available() is None else None
-    database = f"lastseen_chaos_{RUN_ID}_{uuid.uuid4().hex[:4]}"
-    queue = f"lastseen_chaos_{RUN_ID}"
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, base, ignore_errors=True)
-        # The services' logs outlive the run, for whoever has to explain a failed scenario.
-        cleanup.callback(_keep_logs, base / "suite")
         if node is not None:
             cleanup.callback(node.stop)
             node.start()
-            amqp_uri = node.amqp_uri
-        else:
-            amqp_uri = endpoints.amqp_uri
-            cleanup.callback(_delete_queues, amqp_uri, queue)
-        admin(endpoints.database_url, f'CREATE DATABASE "{database}"')
-        cleanup.callback(
-            admin, endpoints.database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
-        )
-        database_url = with_database(endpoints.database_url, database)
+        yield ChaosRun(base, node.amqp_uri if node else endpoints.amqp_uri, node, started_at)
+
+
+# The default param, named, so that a test parametrized with BOTH_STORES shares its instance.
+@pytest.fixture(scope="package", params=["postgres"])
+def chaos_suite(
+    request: pytest.FixtureRequest, chaos_run: ChaosRun, endpoints: Endpoints
+) -> Iterator[ChaosSuite]:
+    """The suite on PostgreSQL, or on Redis where a test asks for ``redis`` (see
+    :data:`BOTH_STORES`): one at a time, each with a queue of its own on the run's broker."""
+    store = request.param
+    database = f"lastseen_chaos_{RUN_ID}_{uuid.uuid4().hex[:4]}"
+    queue = f"lastseen_chaos_{RUN_ID}_{store}"
+    workdir = chaos_run.base / f"suite-{store}"
+    amqp_uri = chaos_run.amqp_uri
+    with contextlib.ExitStack() as cleanup:
+        # The services' logs outlive the run, for whoever has to explain a failed scenario.
+        cleanup.callback(_keep_logs, workdir, store)
+        cleanup.callback(_delete_queues, amqp_uri, queue)
         broker_proxy = TcpProxy(*_host_port(amqp_uri)).start()
         cleanup.callback(broker_proxy.stop)
-        db_proxy = TcpProxy(*endpoints.database_host_port).start()
+        server: RedisServer | None = None
+        if store == "redis":
+            server = RedisServer(chaos_run.base / "redis", config={"appendfsync": "everysec"})
+            cleanup.callback(server.remove)
+            server.start()
+            db_proxy = TcpProxy("127.0.0.1", server.port).start()
+            store_env = {"STORE": "redis", "REDIS_URL": f"redis://127.0.0.1:{db_proxy.port}/0"}
+        else:
+            admin(endpoints.database_url, f'CREATE DATABASE "{database}"')
+            cleanup.callback(
+                admin,
+                endpoints.database_url,
+                f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
+            )
+            db_proxy = TcpProxy(*endpoints.database_host_port).start()
+            store_env = {
+                **postgres_env(with_database(endpoints.database_url, database)),
+                "POSTGRES_HOST": "127.0.0.1",
+                "POSTGRES_PORT": str(db_proxy.port),
+            }
         cleanup.callback(db_proxy.stop)
         env = {
             "AMQP_URI": amqp_uri_via(amqp_uri, broker_proxy),
             "QUEUE_NAME": queue,
-            **postgres_env(database_url),
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(db_proxy.port),
+            **store_env,
             **KNOBS,
         }
-        suite = Suite.create(env, base / "suite")
+        suite = Suite.create(env, workdir)
         cleanup.callback(suite.stop_all)
-        suite.start_all()
+        # Keys expire by themselves: a Redis deployment runs no routine.
+        suite.start_all(except_=("routine",) if store == "redis" else ())
         chaos = ChaosSuite(
             suite,
             broker_proxy,
             db_proxy,
-            node,
-            database_url,
+            chaos_run.node,
+            with_database(endpoints.database_url, database),
             database,
             KNOBS,
-            started_at=started_at,
+            results=chaos_run.results,
+            started_at=chaos_run.started_at,
+            redis=server,
         )
         yield chaos
-        if chaos.results:
-            write_results(chaos)
 
 
-def _keep_logs(workdir: Path) -> None:
-    kept = LOGS_PATH
+# For a scenario that runs on both stores: ``@BOTH_STORES`` (the others run on PostgreSQL).
+BOTH_STORES = pytest.mark.parametrize("chaos_suite", ["postgres", "redis"], indirect=True)
+
+
+def _keep_logs(workdir: Path, store: str) -> None:
+    kept = LOGS_PATH / store
     shutil.rmtree(kept, ignore_errors=True)
     kept.mkdir(parents=True, exist_ok=True)
     for log in workdir.glob("*.log"):
@@ -159,6 +205,8 @@ async def steady(chaos: ChaosSuite) -> None:
     """Undo what a failed scenario may have left behind, then wait for callbacks to flow."""
     chaos.broker_proxy.restore()
     chaos.db_proxy.restore()
+    if chaos.redis is not None and not chaos.redis.running:
+        chaos.redis.start()
     if chaos.node is not None and not _answers(chaos.node.port):
         chaos.node.start()
     suite = chaos.suite

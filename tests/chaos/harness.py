@@ -19,12 +19,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis.asyncio
 
 from tester.audit import Audit, audit
 from tests.support import run_results
 from tests.support.processes import PROJECT_ROOT
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.redis_server import RedisServer
 from tests.support.run_results import read_from, sent_at
 from tests.support.suite import Suite
 from tests.support.waiting import eventually
@@ -105,8 +107,34 @@ class ChaosSuite:
     knobs: Mapping[str, str]
     results: list[ScenarioResult] = field(default_factory=list)
     started_at: datetime = field(default_factory=now)
+    redis: RedisServer | None = None
+    """With ``STORE=redis``: the suite's Redis (``db_proxy`` then stands before it)."""
+
+    @property
+    def store_noun(self) -> str:
+        """What the scenarios call the store: ``database`` (PostgreSQL) or ``Redis``."""
+        return "Redis" if self.redis else "database"
+
+    def named(self, scenario: str) -> str:
+        """A scenario's name in the results: the Redis suite's rows say so."""
+        return scenario if self.redis is None or "Redis" in scenario else f"{scenario} (Redis)"
+
+    def consumers_ready(self) -> list[int]:
+        """Each running consumer's ``/ready`` status code (0: no answer)."""
+        codes = []
+        for name, entry in self.suite.entries.items():
+            if entry.module != "consumer" or name not in self.suite.processes:
+                continue
+            port = self.suite.env[f"{name.upper()}_METRICS_PORT"]
+            try:
+                codes.append(httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code)
+            except httpx.HTTPError:
+                codes.append(0)
+        return codes
 
     async def stored(self) -> dict[int, datetime]:
+        if self.redis is not None:
+            return await redis_stored(self.redis.url)
         connection = await asyncpg.connect(
             self.database_url, server_settings={"application_name": AUDIT_APPLICATION}
         )
@@ -140,7 +168,9 @@ class ChaosSuite:
         return httpx.get(f"{self.suite.producer_url}/ready", timeout=2).json()  # type: ignore[no-any-return]
 
     async def begin(self, name: str, fault: str) -> Scenario:
-        """Start a scenario once callbacks are flowing and being answered."""
+        """Start a scenario once callbacks are flowing and being answered (``name`` as
+        :meth:`named` gives it)."""
+        name = self.named(name)
         start_seq = self.suite.callbacks_sent()
 
         async def flowing() -> bool:
@@ -154,7 +184,8 @@ class ChaosSuite:
         return sorted(self.suite.workdir.glob("*.log"))
 
     def record(self, result: ScenarioResult) -> None:
-        self.results = [r for r in self.results if r.name != result.name] + [result]
+        # In place: the run's suites (one per store) share the list.
+        self.results[:] = [r for r in self.results if r.name != result.name] + [result]
         write_results(self)
 
 
@@ -264,6 +295,21 @@ class Scenario:
             tracebacks=self.crashed(),
             notes=notes,
         )
+
+
+async def redis_stored(url: str, prefix: str = "object:") -> dict[int, datetime]:
+    """Every ``<prefix><id>`` key and its ``last_seen`` (epoch milliseconds)."""
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        values = await client.mget(keys) if keys else []
+    finally:
+        await client.aclose()
+    return {
+        int(key[len(prefix) :]): datetime.fromtimestamp(int(value) / 1000, UTC)
+        for key, value in zip(keys, values, strict=True)
+        if value is not None
+    }
 
 
 def write_results(chaos: ChaosSuite, path: Path = RESULTS_PATH) -> None:

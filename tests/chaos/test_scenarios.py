@@ -15,7 +15,9 @@ import time
 import pytest
 
 from tests.support.rabbit_node import PrivateRabbitNode
+from tests.support.waiting import eventually
 
+from .conftest import BOTH_STORES
 from .harness import ChaosSuite, Scenario, ScenarioResult, now
 
 pytestmark = pytest.mark.chaos
@@ -73,6 +75,7 @@ async def test_kill_9_producer(chaos: ChaosSuite) -> None:
     passed(await scenario.settle())
 
 
+@BOTH_STORES
 async def test_kill_9_every_consumer(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin("kill -9 every consumer", "SIGKILL of both, restart after 1 s")
     await kill_and_restart(chaos, scenario, *consumers(chaos))
@@ -115,17 +118,43 @@ async def test_broker_restart(chaos: ChaosSuite) -> None:
     passed(await scenario.settle(notes=f"{spooled} callbacks spooled"))
 
 
+@BOTH_STORES
 async def test_database_connection_cut(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin(
-        "database connection cut", f"TCP proxy resets and refuses for {OUTAGE_S:.0f} s"
+        f"{chaos.store_noun} connection cut", f"TCP proxy resets and refuses for {OUTAGE_S:.0f} s"
     )
     scenario.fault_begins()
     chaos.db_proxy.cut()
-    await asyncio.sleep(OUTAGE_S)  # the outage's length
+    await store_away_for(chaos, OUTAGE_S)
     chaos.db_proxy.restore()
     scenario.fault_ends()
     assert "intake_paused" in scenario.new_output("consumer"), "the cut did not reach consumers"
-    passed(await scenario.settle())
+    passed(await scenario.settle(notes=await ready_again(chaos)))
+
+
+async def store_away_for(chaos: ChaosSuite, seconds: float) -> None:
+    """The fault's length; meanwhile every consumer must come to answer ``/ready`` 503."""
+    until = time.monotonic() + seconds
+
+    async def none_ready() -> bool:
+        return set(await asyncio.to_thread(chaos.consumers_ready)) == {503}
+
+    # The consumers' store probe runs every second and gives up on a ping after 2 s.
+    await eventually(none_ready, timeout=max(seconds, 10), interval=0.2, what="not ready")
+    await asyncio.sleep(max(0.0, until - time.monotonic()))  # the rest of the outage
+
+
+async def ready_again(chaos: ChaosSuite) -> str:
+    """Wait for every consumer to answer ``/ready`` 200 again; the seconds it took, as a note."""
+    began = time.monotonic()
+
+    async def all_ready() -> bool:
+        return set(await asyncio.to_thread(chaos.consumers_ready)) == {200}
+
+    await eventually(all_ready, timeout=30, interval=0.1, what="consumers ready again")
+    return (
+        f"consumers /ready 503 during the fault, 200 again {time.monotonic() - began:.1f} s after"
+    )
 
 
 async def test_database_sessions_terminated(chaos: ChaosSuite) -> None:
@@ -156,16 +185,33 @@ async def test_broker_path_hangs(chaos: ChaosSuite) -> None:
     passed(await scenario.settle(notes=f"spool peaked at {deepest} messages"))
 
 
+@BOTH_STORES
 async def test_database_path_hangs(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin(
-        "database path hangs", f"TCP proxy forwards nothing, resets nothing, for {HANG_S:.0f} s"
+        f"{chaos.store_noun} path hangs",
+        f"TCP proxy forwards nothing, resets nothing, for {HANG_S:.0f} s",
     )
     scenario.fault_begins()
     chaos.db_proxy.blackhole()
-    await asyncio.sleep(HANG_S)  # the stall's length
+    await store_away_for(chaos, HANG_S)
     chaos.db_proxy.restore()
     scenario.fault_ends()
-    passed(await scenario.settle())
+    passed(await scenario.settle(notes=await ready_again(chaos)))
+
+
+@pytest.mark.parametrize("chaos_suite", ["redis"], indirect=True)
+async def test_redis_kill_9_and_aof_restart(chaos: ChaosSuite) -> None:
+    server = chaos.redis
+    assert server is not None
+    scenario = await chaos.begin(
+        "Redis kill -9", "SIGKILL of redis-server (AOF, appendfsync everysec), restart after 1 s"
+    )
+    scenario.fault_begins()
+    server.kill()
+    await store_away_for(chaos, KILL_PAUSE_S)
+    await asyncio.to_thread(server.start)
+    scenario.fault_ends()
+    passed(await scenario.settle(notes=await ready_again(chaos)))
 
 
 async def test_status_api_faults(chaos: ChaosSuite) -> None:

@@ -25,10 +25,14 @@ START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 
 # The settings a newcomer changes first, in the README's order; the rest is in CONFIGURATION.
 MOST_CHANGED = (
+    "BROKER",
     "AMQP_URI",
+    "PUBSUB_PROJECT_ID",
     "QUEUE_NAME",
+    "STORE",
     "POSTGRES_HOST",
     "POSTGRES_PASSWORD",
+    "REDIS_URL",
     "TESTER_ENDPOINT",
     "CALLBACK_ENDPOINT",
     "MAX_CONSUMERS",
