@@ -59,11 +59,15 @@ DATA_STORE_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"
 HA_COPIES = {"rabbitmq-2": "rabbitmq", "rabbitmq-3": "rabbitmq", "producer-2": "producer"}
 
 
-def merged_services(engine: Engine, *files: str) -> dict[str, dict[str, Any]]:
-    """The services of ``files`` (every profile) as Compose merges and resolves them."""
+def merged_services(
+    engine: Engine, *files: str, profiles: tuple[str, ...] = ("*",)
+) -> dict[str, dict[str, Any]]:
+    """The services of ``files`` as Compose merges and resolves them: those of ``profiles`` (every
+    profile by default) and those of none; ``profiles=()``: what a plain ``up`` starts."""
     arguments = [arg for name in files for arg in ("-f", name)]
+    enabled = [arg for profile in profiles for arg in ("--profile", profile)]
     result = subprocess.run(
-        ["docker", "compose", *arguments, "--profile", "*", "config", "--format", "json"],
+        ["docker", "compose", *arguments, *enabled, "config", "--format", "json"],
         cwd=ROOT,
         env={**os.environ, **engine.env, "PRODUCER_HOST_PORT": "9091"},
         capture_output=True,
@@ -78,18 +82,45 @@ def merged_services(engine: Engine, *files: str) -> dict[str, dict[str, Any]]:
 def test_every_service_of_the_base_and_ha_files_is_hardened(engine: Engine) -> None:
     base = merged_services(engine, "docker-compose.yml")
     ha = merged_services(engine, "docker-compose.yml", "docker-compose.ha.yml")
+    redis = merged_services(engine, "docker-compose.yml", "docker-compose.redis.yml")
     assert {"prometheus", "grafana"} <= set(base)
     assert set(ha) == {*base, *HA_COPIES, "balancer"}
-    for name, spec in [*base.items(), *ha.items()]:
+    assert set(redis) == {*base, "redis"}
+    for name, spec in [*base.items(), *ha.items(), *redis.items()]:
         assert spec.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in spec.get("security_opt", []), name
         image = str(spec["image"]).split(":")[0]
-        if image in {"rabbitmq", "postgres"}:
+        if image in {"rabbitmq", "postgres", "redis"}:
             assert sorted(spec.get("cap_add", [])) == DATA_STORE_CAPABILITIES, name
         else:
             assert not spec.get("cap_add"), name
-        if image in {"lastseen", "haproxy"}:
+        if image in {"lastseen", "haproxy", "redis"}:
             assert spec.get("read_only") is True, name
     for copy, original in HA_COPIES.items():
         for key in ("cap_drop", "cap_add", "security_opt", "read_only", "tmpfs"):
             assert ha[copy].get(key) == ha[original].get(key), (copy, key)
+
+
+def test_the_redis_override_runs_redis_with_aof_and_nothing_of_postgres(engine: Engine) -> None:
+    files = ("docker-compose.yml", "docker-compose.redis.yml")
+    started = merged_services(engine, *files, profiles=())
+    assert set(started) == {"rabbitmq", "redis", "producer", "consumer", "tester"}
+    for name, spec in started.items():
+        assert not {"db", "routine"} & set(spec.get("depends_on", {})), name
+    every = merged_services(engine, *files)
+    assert every["db"]["profiles"] == every["routine"]["profiles"] == ["postgres"]
+
+    redis = started["redis"]
+    command = redis["command"]
+    assert command[0] == "redis-server" and str(redis["image"]).startswith("redis:7")
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options == {"--appendonly": "yes", "--appendfsync": "everysec"}
+    assert [(v["type"], v["target"]) for v in redis["volumes"]] == [("volume", "/data")]
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert all(port["host_ip"] == "127.0.0.1" for port in redis["ports"])
+
+    consumer = started["consumer"]
+    assert consumer["environment"]["STORE"] == "redis"
+    assert consumer["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert consumer["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert consumer["depends_on"].keys() == {"rabbitmq", "redis", "tester"}

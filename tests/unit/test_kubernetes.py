@@ -43,13 +43,21 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 PRODUCTION = DEPLOY / "overlays" / "production"
 TRIAL_ONE_NODE = DEPLOY / "overlays" / "trial-one-node"
+REDIS_OVERLAY = DEPLOY / "overlays" / "redis"
 CRDS = Path(__file__).parent / "crds"
 # The oldest CloudNativePG the guide (deploy/kubernetes/README.md) names: its schema must accept
 # the Cluster.
 CNPG_FLOOR = "postgresql.cnpg.io_clusters-v1.24.0.json"
 # The Kubernetes version validated against; the guide states it.
 KUBERNETES_VERSION = "1.37.0"
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "RabbitmqCluster", "Cluster"}
+CUSTOM_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "RabbitmqCluster",
+    "Cluster",
+    "RedisCluster",
+}
+REDIS_CRD = "redis.redis.opstreelabs.in_redisclusters-v0.26.0.json"
 APP_DEPLOYMENTS = {
     "producer": "lastseen-producer",
     "consumer": "lastseen-consumer",
@@ -132,12 +140,18 @@ def trial_one_node() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def on_redis() -> list[dict[str, Any]]:
+    return render(REDIS_OVERLAY)
+
+
+@pytest.fixture(scope="module")
 def every_render(
     suite: list[dict[str, Any]],
     production: list[dict[str, Any]],
     trial_one_node: list[dict[str, Any]],
+    on_redis: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    return [*suite, *production, *trial_one_node]
+    return [*suite, *production, *trial_one_node, *on_redis]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -200,8 +214,9 @@ def test_every_manifest_renders_and_validates_against_the_kubernetes_schema(
         "Deployment",
         "Service",
         "PodDisruptionBudget",
-        *CUSTOM_KINDS,
+        *CUSTOM_KINDS - {"RedisCluster"},
     }
+    assert {o["kind"] for o in every_render} >= CUSTOM_KINDS
 
 
 def test_the_validator_refuses_a_broken_manifest(suite: list[dict[str, Any]]) -> None:
@@ -226,7 +241,7 @@ def test_the_guide_states_the_validated_version_and_the_pins_match() -> None:
 
 
 def test_every_file_in_the_tree_is_used() -> None:
-    overlays = (PRODUCTION, TRIAL_ONE_NODE)
+    overlays = (PRODUCTION, TRIAL_ONE_NODE, REDIS_OVERLAY)
     used = {*listed_files(DEPLOY), DEPLOY / "kustomization.yaml"}
     for overlay in overlays:
         used |= {*listed_files(overlay), overlay / "kustomization.yaml"}
@@ -756,3 +771,111 @@ def _cores(quantity: str) -> float:
 def _postgres_bytes(setting: str) -> int:
     units = {"kB": 2**10, "MB": 2**20, "GB": 2**30}
     return int(setting[:-2]) * units[setting[-2:]]
+
+
+# --- the Redis component (components/redis, overlays/redis) ---------------------------------------
+
+POSTGRES_ONLY_OBJECTS = {
+    ("Deployment", "lastseen-routine"),
+    ("PodDisruptionBudget", "lastseen-routine"),
+    ("Cluster", "lastseen-db"),
+}
+
+
+def _names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def test_the_redis_component_swaps_postgres_for_a_redis_cluster(
+    suite: list[dict[str, Any]], on_redis: list[dict[str, Any]]
+) -> None:
+    needs_kustomize()
+    added = {("RedisCluster", "lastseen-redis"), ("ConfigMap", "lastseen-redis-config")}
+    assert _names(on_redis) == (_names(suite) - POSTGRES_ONLY_OBJECTS) | added
+    for obj in on_redis:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "lastseen", obj["metadata"]["name"]
+    # Nothing left that names the database or the routine's settings.
+    rendered = json.dumps(on_redis)
+    assert "lastseen-db" not in rendered and "postgresql.cnpg.io" not in rendered
+    assert not [key for key in config(on_redis) if key.startswith(("POSTGRES_", "ROUTINE_"))]
+    data = config(on_redis)
+    assert (data["STORE"], data["REDIS_CLUSTER"]) == ("redis", "true")
+    # Everything else is the trial suite's, unchanged: the component touches only what it says.
+    changed = {("ConfigMap", "lastseen-config"), ("Deployment", "lastseen-consumer")}
+    for kind, name in _names(on_redis) - added - changed:
+        assert find(on_redis, kind, name) == find(suite, kind, name), (kind, name)
+
+
+def test_the_keda_trigger_is_unchanged_on_redis(
+    suite: list[dict[str, Any]], on_redis: list[dict[str, Any]]
+) -> None:
+    needs_kustomize()
+    for kind in ("ScaledObject", "TriggerAuthentication"):
+        [before] = [o for o in suite if o["kind"] == kind]
+        [after] = [o for o in on_redis if o["kind"] == kind]
+        assert after == before, kind
+
+
+def test_the_consumer_on_redis_reads_the_secret_the_script_makes(
+    suite: list[dict[str, Any]], on_redis: list[dict[str, Any]]
+) -> None:
+    needs_kustomize()
+    consumer = find(on_redis, "Deployment", "lastseen-consumer")
+    refs = secret_refs(consumer)
+    assert refs == {
+        "AMQP_URI": secret_refs(find(suite, "Deployment", "lastseen-consumer"))["AMQP_URI"],
+        "REDIS_URL": ("lastseen-redis", "REDIS_URL"),
+    }
+    cluster = find(on_redis, "RedisCluster", "lastseen-redis")
+    secret = cluster["spec"]["kubernetesConfig"]["redisSecret"]
+    assert (secret["name"], secret["key"]) == ("lastseen-redis", "password")
+
+    script_path = DEPLOY / "redis-secret.sh"
+    script = script_path.read_text()
+    assert os.access(script_path, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(script_path)]).returncode == 0
+    assert "create secret generic lastseen-redis" in script
+    assert "--from-literal=password=" in script and "--from-literal=REDIS_URL=" in script
+    # The URL the script writes, for a password and namespace as it makes them: the operator's
+    # leader Service of this cluster, accepted by the consumer's settings as a cluster seed.
+    [template] = re.findall(r'^url="(.+)"$', script, re.M)
+    url = template.replace("$password", "0f" * 24).replace("$namespace", "lastseen")
+    assert f"@{cluster['metadata']['name']}-leader.lastseen.svc:6379" in url
+    env = {**environment(on_redis, consumer), "REDIS_URL": url}
+    values = {k.lower(): v for k, v in env.items() if k.lower() in ConsumerSettings.model_fields}
+    settings = ConsumerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    assert settings.store == "redis" and settings.redis_cluster is True
+
+
+def test_the_redis_cluster_shards_replicates_and_keeps_an_aof(
+    on_redis: list[dict[str, Any]],
+) -> None:
+    cluster = find(on_redis, "RedisCluster", "lastseen-redis")
+    assert cluster["apiVersion"] == "redis.redis.opstreelabs.in/v1beta2"
+    spec = cluster["spec"]
+    assert spec["clusterSize"] == 3, "three masters, each with a replica"
+    assert "redisLeader" in spec and "replicas" not in spec["redisFollower"]
+    assert spec["persistenceEnabled"] is True, "the operator's switch for appendonly yes"
+    assert spec["clusterVersion"] == "v7" and ":v7." in spec["kubernetesConfig"]["image"]
+    extra = find(on_redis, "ConfigMap", "lastseen-redis-config")["data"]["redis-additional.conf"]
+    assert "appendfsync everysec" in extra.splitlines()
+    for role in ("redisLeader", "redisFollower"):
+        assert spec[role]["redisConfig"]["additionalRedisConfig"] == "lastseen-redis-config"
+        assert spec[role]["pdb"] == {"enabled": True, "maxUnavailable": 1}
+    assert spec["podSecurityContext"]["runAsNonRoot"] is True
+    resources = spec["kubernetesConfig"]["resources"]
+    assert resources["requests"] and resources["limits"]
+
+
+def test_the_redis_crd_check_refuses_unknown_fields_and_wrong_types(
+    on_redis: list[dict[str, Any]],
+) -> None:
+    cluster = yaml.safe_load(yaml.safe_dump(find(on_redis, "RedisCluster", "lastseen-redis")))
+    assert not crd_errors(cluster, REDIS_CRD)
+    cluster["spec"]["clusterSize"] = "three"
+    cluster["spec"]["redisLeader"]["redisConfig"]["additionalRedisConfg"] = "x"
+    errors = crd_errors(cluster, REDIS_CRD)
+    assert len(errors) == 2 and any("additionalRedisConfg" in e for e in errors), errors
+    del cluster["spec"]["kubernetesConfig"]
+    assert any("kubernetesConfig" in e for e in crd_errors(cluster, REDIS_CRD))
