@@ -75,12 +75,14 @@ def merged_services(engine: Engine, *files: str) -> dict[str, dict[str, Any]]:
     return services
 
 
-def test_every_service_of_the_base_and_ha_files_is_hardened(engine: Engine) -> None:
+def test_every_service_of_the_base_ha_and_pubsub_files_is_hardened(engine: Engine) -> None:
     base = merged_services(engine, "docker-compose.yml")
     ha = merged_services(engine, "docker-compose.yml", "docker-compose.ha.yml")
+    pubsub = merged_services(engine, "docker-compose.yml", "docker-compose.pubsub.yml")
     assert {"prometheus", "grafana"} <= set(base)
     assert set(ha) == {*base, *HA_COPIES, "balancer"}
-    for name, spec in [*base.items(), *ha.items()]:
+    assert set(pubsub) == {*base, "pubsub-emulator"}
+    for name, spec in [*base.items(), *ha.items(), *pubsub.items()]:
         assert spec.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in spec.get("security_opt", []), name
         image = str(spec["image"]).split(":")[0]
@@ -93,3 +95,47 @@ def test_every_service_of_the_base_and_ha_files_is_hardened(engine: Engine) -> N
     for copy, original in HA_COPIES.items():
         for key in ("cap_drop", "cap_add", "security_opt", "read_only", "tmpfs"):
             assert ha[copy].get(key) == ha[original].get(key), (copy, key)
+
+
+def plain_services(engine: Engine, *files: str) -> dict[str, dict[str, Any]]:
+    """The services of ``files`` that a plain ``docker compose up`` starts (no profile)."""
+    arguments = [arg for name in files for arg in ("-f", name)]
+    result = subprocess.run(
+        ["docker", "compose", *arguments, "config", "--format", "json"],
+        cwd=ROOT,
+        env={**os.environ, **engine.env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not set" not in result.stderr, result.stderr
+    services: dict[str, dict[str, Any]] = json.loads(result.stdout)["services"]
+    return services
+
+
+def test_the_pubsub_override_runs_the_emulator_and_no_rabbitmq(engine: Engine) -> None:
+    """docker-compose.pubsub.yml as Compose merges it: RabbitMQ neither started nor waited for,
+    the producer and the consumers on the emulator once it is healthy."""
+    services = plain_services(engine, "docker-compose.yml", "docker-compose.pubsub.yml")
+    assert set(services) == {"pubsub-emulator", "db", "producer", "consumer", "routine", "tester"}
+    for name, spec in services.items():
+        assert "rabbitmq" not in spec.get("depends_on", {}), name
+    emulator = services["pubsub-emulator"]
+    assert emulator["healthcheck"]["test"][:2] == ["CMD", "curl"]
+    assert "--host-port=0.0.0.0:8085" in emulator["command"]
+    project = next(a for a in emulator["command"] if a.startswith("--project="))
+    for name in ("producer", "consumer"):
+        spec = services[name]
+        assert spec["depends_on"]["pubsub-emulator"]["condition"] == "service_healthy", name
+        env = spec["environment"]
+        assert env["BROKER"] == "pubsub", name
+        assert env["PUBSUB_EMULATOR_HOST"] == "pubsub-emulator:8085", name
+        assert project == f"--project={env['PUBSUB_PROJECT_ID']}", name
+        assert env["AMQP_URI"] == "", f"{name} would still read .env's RabbitMQ URI"
+    assert set(services["consumer"]["depends_on"]) == {"pubsub-emulator", "db", "tester"}
+    # The base file alone is unchanged: RabbitMQ runs and the services wait for it.
+    base = plain_services(engine, "docker-compose.yml")
+    assert "rabbitmq" in base and "pubsub-emulator" not in base
+    assert "rabbitmq" in base["producer"]["depends_on"]
+    assert "BROKER" not in base["producer"]["environment"]
