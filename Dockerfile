@@ -3,9 +3,11 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 # Dependencies first, pinned by constraints.txt, in a layer that only pyproject.toml and
-# constraints.txt invalidate: a code change rebuilds just the project's own wheel.
+# constraints.txt invalidate: a code change rebuilds just the project's own wheel. With them the
+# extra "pubsub" (Google's client): the services import it for BROKER=pubsub, and its settings
+# module for either broker.
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['pubsub']))" > requirements.txt \
     && pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt -r requirements.txt
 COPY README.md ./
 COPY common ./common

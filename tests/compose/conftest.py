@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.compose import Engine, EngineUnavailable
+from tests.support.compose import PUBSUB_EMULATOR_IMAGE, Engine, EngineUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,11 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def base_images(engine: Engine) -> dict[str, str]:
     return engine.ensure_base_images()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator_image(engine: Engine) -> str:
+    """The emulator image docker-compose.pubsub.yml runs: "official" or "standin" (built from the
+    Google Cloud SDK component installed here; without it, the tests that need it fail)."""
+    images = engine.ensure_base_images("--pubsub-emulator")
+    return images[PUBSUB_EMULATOR_IMAGE]

@@ -79,14 +79,16 @@ def merged_services(
     return services
 
 
-def test_every_service_of_the_base_and_ha_files_is_hardened(engine: Engine) -> None:
+def test_every_service_of_every_compose_file_is_hardened(engine: Engine) -> None:
     base = merged_services(engine, "docker-compose.yml")
     ha = merged_services(engine, "docker-compose.yml", "docker-compose.ha.yml")
     redis = merged_services(engine, "docker-compose.yml", "docker-compose.redis.yml")
+    pubsub = merged_services(engine, "docker-compose.yml", "docker-compose.pubsub.yml")
     assert {"prometheus", "grafana"} <= set(base)
     assert set(ha) == {*base, *HA_COPIES, "balancer"}
     assert set(redis) == {*base, "redis"}
-    for name, spec in [*base.items(), *ha.items(), *redis.items()]:
+    assert set(pubsub) == {*base, "pubsub-emulator"}
+    for name, spec in [*base.items(), *ha.items(), *redis.items(), *pubsub.items()]:
         assert spec.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in spec.get("security_opt", []), name
         image = str(spec["image"]).split(":")[0]
@@ -124,3 +126,32 @@ def test_the_redis_override_runs_redis_with_aof_and_nothing_of_postgres(engine: 
     assert consumer["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert consumer["depends_on"]["redis"]["condition"] == "service_healthy"
     assert consumer["depends_on"].keys() == {"rabbitmq", "redis", "tester"}
+
+
+def test_the_pubsub_override_runs_the_emulator_and_no_rabbitmq(engine: Engine) -> None:
+    """docker-compose.pubsub.yml as Compose merges it: RabbitMQ neither started nor waited for,
+    the producer and the consumers on the emulator once it is healthy."""
+    services = merged_services(
+        engine, "docker-compose.yml", "docker-compose.pubsub.yml", profiles=()
+    )
+    assert set(services) == {"pubsub-emulator", "db", "producer", "consumer", "routine", "tester"}
+    for name, spec in services.items():
+        assert "rabbitmq" not in spec.get("depends_on", {}), name
+    emulator = services["pubsub-emulator"]
+    assert emulator["healthcheck"]["test"][:2] == ["CMD", "curl"]
+    assert "--host-port=0.0.0.0:8085" in emulator["command"]
+    project = next(a for a in emulator["command"] if a.startswith("--project="))
+    for name in ("producer", "consumer"):
+        spec = services[name]
+        assert spec["depends_on"]["pubsub-emulator"]["condition"] == "service_healthy", name
+        env = spec["environment"]
+        assert env["BROKER"] == "pubsub", name
+        assert env["PUBSUB_EMULATOR_HOST"] == "pubsub-emulator:8085", name
+        assert project == f"--project={env['PUBSUB_PROJECT_ID']}", name
+        assert env["AMQP_URI"] == "", f"{name} would still read .env's RabbitMQ URI"
+    assert set(services["consumer"]["depends_on"]) == {"pubsub-emulator", "db", "tester"}
+    # The base file alone is unchanged: RabbitMQ runs and the services wait for it.
+    base = merged_services(engine, "docker-compose.yml", profiles=())
+    assert "rabbitmq" in base and "pubsub-emulator" not in base
+    assert "rabbitmq" in base["producer"]["depends_on"]
+    assert "BROKER" not in base["producer"]["environment"]

@@ -24,6 +24,8 @@ from tests.support.processes import PROJECT_ROOT
 ENGINE_SCRIPT = PROJECT_ROOT / "scripts" / "docker-engine"
 IMAGES_SCRIPT = PROJECT_ROOT / "tests" / "compose" / "images" / "ensure"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+PUBSUB_FILE = PROJECT_ROOT / "docker-compose.pubsub.yml"
+PUBSUB_EMULATOR_IMAGE = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
 # The tests' tester pace and TTL: a callback every 200 ms instead of 5 s, rows kept for the audit.
 FAST_OVERRIDE = PROJECT_ROOT / "tests" / "compose" / "fast-tester.yml"
 DOTENV: dict[str, str] = {k: v or "" for k, v in dotenv_values(PROJECT_ROOT / ".env").items()}
@@ -69,9 +71,10 @@ class Engine:
     def docker(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         return run(["docker", *args], self.env, timeout=timeout, check=check).stdout
 
-    def ensure_base_images(self) -> dict[str, str]:
-        """``{image: "official" | "standin"}`` after pulling or building what is missing."""
-        result = run([str(IMAGES_SCRIPT)], self.env, timeout=900)
+    def ensure_base_images(self, *options: str) -> dict[str, str]:
+        """``{image: "official" | "standin"}`` after pulling or building what is missing
+        (``--pubsub-emulator``: the Pub/Sub emulator's image alone; tests/compose/images)."""
+        result = run([str(IMAGES_SCRIPT), *options], self.env, timeout=900)
         return dict(line.split() for line in result.stdout.splitlines() if line.strip())
 
 
@@ -118,6 +121,8 @@ class Project:
     name: str
     ports: dict[str, int] = field(default_factory=dict)
     files: tuple[Path, ...] = (COMPOSE_FILE, FAST_OVERRIDE)
+    # More variables for every `docker compose` of the project (as a user's environment)
+    variables: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, engine: Engine, name: str) -> Project:
@@ -127,7 +132,7 @@ class Project:
     @property
     def env(self) -> dict[str, str]:
         published = {variable: f"127.0.0.1:{port}" for variable, port in self.ports.items()}
-        return {**self.engine.env, **published}
+        return {**self.engine.env, **self.variables, **published}
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
         files = [arg for path in self.files for arg in ("-f", str(path))]

@@ -27,6 +27,7 @@ import yaml
 from dotenv import dotenv_values
 
 from common.amqp import Topology
+from common.broker.pubsub_topology import PubSubTopology, parse_project_id
 from common.durations import parse_duration
 from common.heartbeat import DEFAULT_PATH as HEARTBEAT_PATH
 from consumer.settings import ConsumerSettings
@@ -44,7 +45,11 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 PRODUCTION = DEPLOY / "overlays" / "production"
 TRIAL_ONE_NODE = DEPLOY / "overlays" / "trial-one-node"
 REDIS_OVERLAY = DEPLOY / "overlays" / "redis"
+GCP_PUBSUB = DEPLOY / "overlays" / "gcp-pubsub"
 CRDS = Path(__file__).parent / "crds"
+# KEDA's own list of every scaler's trigger metadata (schema/generated/scalers-schema.json), of the
+# release whose CRDs are vendored: the two scalers the manifests use.
+KEDA_SCALERS = CRDS / "scalers" / "keda-scalers-v2.20.2.json"
 # The oldest CloudNativePG the guide (deploy/kubernetes/README.md) names: its schema must accept
 # the Cluster.
 CNPG_FLOOR = "postgresql.cnpg.io_clusters-v1.24.0.json"
@@ -145,13 +150,19 @@ def on_redis() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def gcp_pubsub() -> list[dict[str, Any]]:
+    return render(GCP_PUBSUB)
+
+
+@pytest.fixture(scope="module")
 def every_render(
     suite: list[dict[str, Any]],
     production: list[dict[str, Any]],
     trial_one_node: list[dict[str, Any]],
     on_redis: list[dict[str, Any]],
+    gcp_pubsub: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    return [*suite, *production, *trial_one_node, *on_redis]
+    return [*suite, *production, *trial_one_node, *on_redis, *gcp_pubsub]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -241,7 +252,7 @@ def test_the_guide_states_the_validated_version_and_the_pins_match() -> None:
 
 
 def test_every_file_in_the_tree_is_used() -> None:
-    overlays = (PRODUCTION, TRIAL_ONE_NODE, REDIS_OVERLAY)
+    overlays = (PRODUCTION, TRIAL_ONE_NODE, REDIS_OVERLAY, GCP_PUBSUB)
     used = {*listed_files(DEPLOY), DEPLOY / "kustomization.yaml"}
     for overlay in overlays:
         used |= {*listed_files(overlay), overlay / "kustomization.yaml"}
@@ -879,3 +890,176 @@ def test_the_redis_crd_check_refuses_unknown_fields_and_wrong_types(
     assert len(errors) == 2 and any("additionalRedisConfg" in e for e in errors), errors
     del cluster["spec"]["kubernetesConfig"]
     assert any("kubernetesConfig" in e for e in crd_errors(cluster, REDIS_CRD))
+
+
+# --- the Google Cloud overlay: Pub/Sub instead of RabbitMQ ---------------------------------------
+
+GCP_SERVICE_ACCOUNT = re.compile(
+    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$"
+)
+
+
+def keda_scaler_parameters(scaler: str) -> dict[str, dict[str, Any]]:
+    """A scaler's trigger metadata parameters, by name, from KEDA's own generated list."""
+    scalers = json.loads(KEDA_SCALERS.read_text())["scalers"]
+    [entry] = [s for s in scalers if s["type"] == scaler]
+    return {parameter["name"]: parameter for parameter in entry["parameters"]}
+
+
+def trigger_errors(trigger: dict[str, Any]) -> list[str]:
+    """What KEDA 2.20.2 would refuse or warn about in a trigger's metadata: names it does not
+    read, settings it has removed, and parameters it requires that are missing."""
+    parameters = keda_scaler_parameters(trigger["type"])
+    metadata = trigger["metadata"]
+    errors = [f"unknown: {name}" for name in metadata if name not in parameters]
+    errors += [
+        f"removed: {name}" for name in metadata if parameters.get(name, {}).get("deprecated")
+    ]
+    errors += [
+        f"missing: {name}"
+        for name, parameter in parameters.items()
+        if not parameter.get("optional")
+        and "default" not in parameter
+        and parameter.get("metadataVariableReadable")
+        and not parameter.get("triggerAuthenticationVariableReadable")
+        and name not in metadata
+    ]
+    return errors
+
+
+def test_keda_triggers_use_only_the_metadata_their_scaler_reads(
+    suite: list[dict[str, Any]], gcp_pubsub: list[dict[str, Any]]
+) -> None:
+    """Trigger metadata is a map of strings in the ScaledObject CRD: KEDA's scaler list of the same
+    release checks the names. Not vacuous: a misspelt and a removed setting are both refused."""
+    needs_kustomize()
+    triggers = [
+        trigger
+        for objects in (suite, gcp_pubsub)
+        for trigger in find(objects, "ScaledObject", "lastseen-consumer")["spec"]["triggers"]
+    ]
+    assert {t["type"] for t in triggers} == {"rabbitmq", "gcp-pubsub"}
+    for trigger in triggers:
+        assert not trigger_errors(trigger), trigger
+    [pubsub] = [t for t in triggers if t["type"] == "gcp-pubsub"]
+    broken = {**pubsub, "metadata": {**pubsub["metadata"], "subscriptionSize": "5", "mdoe": "x"}}
+    assert sorted(trigger_errors(broken)) == ["removed: subscriptionSize", "unknown: mdoe"]
+
+
+def test_the_gcp_overlay_has_no_rabbitmq_and_no_amqp_uri(gcp_pubsub: list[dict[str, Any]]) -> None:
+    needs_kustomize()
+    kinds = {o["kind"] for o in gcp_pubsub}
+    assert "RabbitmqCluster" not in kinds
+    rendered = yaml.safe_dump_all(gcp_pubsub)
+    assert "AMQP_URI" not in rendered and "lastseen-amqp" not in rendered
+    assert "rabbitmq" not in rendered.lower()
+    for name in APP_DEPLOYMENTS.values():
+        if name != "lastseen-tester":
+            assert "AMQP_URI" not in secret_refs(find(gcp_pubsub, "Deployment", name)), name
+
+
+def test_the_gcp_overlay_is_production_with_pubsub(
+    production: list[dict[str, Any]], gcp_pubsub: list[dict[str, Any]]
+) -> None:
+    """Everything else is the production overlay unchanged: same objects but the broker's, same
+    Deployments but the service account and AMQP_URI, same ConfigMap but the broker settings."""
+    needs_kustomize()
+
+    def names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+    rabbit = {
+        ("RabbitmqCluster", "lastseen-rabbitmq"),
+        ("TriggerAuthentication", "lastseen-rabbitmq"),
+    }
+    google = {("ServiceAccount", "lastseen-pubsub"), ("TriggerAuthentication", "lastseen-gcp")}
+    assert names(gcp_pubsub) == (names(production) - rabbit) | google
+    for obj in gcp_pubsub:
+        if obj["kind"] == "ServiceAccount" or (obj["kind"], obj["metadata"]["name"]) in google:
+            continue
+        original = yaml.safe_load(
+            yaml.safe_dump(find(production, obj["kind"], obj["metadata"]["name"]))
+        )
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] in {
+            "lastseen-producer",
+            "lastseen-consumer",
+        }:
+            pod = original["spec"]["template"]["spec"]
+            pod["serviceAccountName"] = "lastseen-pubsub"
+            pod["containers"][0]["env"] = [
+                e for e in pod["containers"][0]["env"] if e["name"] != "AMQP_URI"
+            ]
+        elif obj["kind"] == "ConfigMap":
+            original["data"].update(
+                BROKER="pubsub", PUBSUB_PROJECT_ID=config(gcp_pubsub)["PUBSUB_PROJECT_ID"]
+            )
+        elif obj["kind"] == "ScaledObject":
+            original["spec"]["triggers"] = obj["spec"]["triggers"]
+        assert obj == original, obj["metadata"]["name"]
+    for obj in gcp_pubsub:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "lastseen", obj["metadata"]["name"]
+            assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lastseen"
+
+
+@pytest.mark.parametrize("service", sorted(APP_DEPLOYMENTS))
+def test_each_service_accepts_the_gcp_configuration(
+    gcp_pubsub: list[dict[str, Any]], service: str
+) -> None:
+    """The settings models take the overlay's environment as BROKER=pubsub with Application
+    Default Credentials: a valid project, no emulator, no RabbitMQ setting."""
+    needs_kustomize()
+    if service == "tester":
+        assert not [o for o in gcp_pubsub if "tester" in o["metadata"]["name"]]
+        return
+    data = config(gcp_pubsub)
+    assert data["BROKER"] == "pubsub"
+    assert parse_project_id(data["PUBSUB_PROJECT_ID"]) == data["PUBSUB_PROJECT_ID"]
+    assert "PUBSUB_EMULATOR_HOST" not in data, "the service itself, not the emulator"
+    env = environment(gcp_pubsub, find(gcp_pubsub, "Deployment", APP_DEPLOYMENTS[service]))
+    model = SETTINGS_MODELS[service]
+    values = {k.lower(): v for k, v in env.items() if k.lower() in model.model_fields}
+    settings = model(_env_file=None, **values)  # type: ignore[call-arg]
+    if service in ("producer", "consumer"):
+        assert settings.broker == "pubsub" and not settings.amqp_uri  # type: ignore[attr-defined]
+
+
+def test_the_gcp_overlay_binds_producer_and_consumers_to_a_google_service_account(
+    gcp_pubsub: list[dict[str, Any]],
+) -> None:
+    needs_kustomize()
+    account = find(gcp_pubsub, "ServiceAccount", "lastseen-pubsub")
+    email = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert GCP_SERVICE_ACCOUNT.fullmatch(email), email
+    for name in ("lastseen-producer", "lastseen-consumer"):
+        pod = find(gcp_pubsub, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account["metadata"]["name"], name
+    # The routine reaches only PostgreSQL: no Google identity for it.
+    routine = find(gcp_pubsub, "Deployment", "lastseen-routine")["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in routine
+
+
+def test_keda_scales_consumers_on_the_work_subscriptions_backlog(
+    gcp_pubsub: list[dict[str, Any]],
+) -> None:
+    needs_kustomize()
+    scaled = find(gcp_pubsub, "ScaledObject", "lastseen-consumer")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == "lastseen-consumer"
+    assert spec["minReplicaCount"] >= 2
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "gcp-pubsub"
+    metadata = trigger["metadata"]
+    data = config(gcp_pubsub)
+    work = PubSubTopology.for_queue(data["PUBSUB_PROJECT_ID"], data["QUEUE_NAME"]).work_subscription
+    assert metadata["subscriptionName"] == work
+    assert metadata["mode"] == "SubscriptionSize"  # num_undelivered_messages
+    assert float(metadata["value"]) > 0
+    assert not {"credentials", "credentialsFromEnv", "credentialsFromEnvFile"} & set(metadata)
+    auth = find(gcp_pubsub, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"] == {"podIdentity": {"provider": "gcp"}}
+    # Not vacuous: the CRD schema refuses a provider KEDA does not know.
+    broken = yaml.safe_load(yaml.safe_dump(auth))
+    broken["spec"]["podIdentity"]["provider"] = "gke"
+    [error] = crd_errors(broken, "keda.sh_triggerauthentications-v2.20.2.json")
+    assert error.startswith("spec.podIdentity.provider:"), error
