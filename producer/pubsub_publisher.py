@@ -199,9 +199,11 @@ class PubSubPublisher:
                 publisher_client(self._settings),
             )
         except DefaultCredentialsError as error:
+            # google-auth puts the sentence first and the underlying error after it
+            why = error.args[0] if error.args else repr(error)
             raise BrokerRefused(
                 f"pubsub credentials unusable (GOOGLE_APPLICATION_CREDENTIALS or the workload's "
-                f"identity): {error}"
+                f"identity): {why}"
             ) from None
 
     async def _keep_topology(self) -> None:
@@ -251,7 +253,6 @@ class PubSubPublisher:
 
     def _refuse(self, error: BaseException) -> None:
         if self._refusal is not None and not self._refusal.done():
-            log.error("broker_refused", error=repr(error))
             self._refusal.set_result(BrokerRefused(f"pubsub refused the producer: {error}"))
 
     def _reset(self, reason: str) -> None:
