@@ -44,9 +44,9 @@ MESSAGE_ID_ATTRIBUTE = "message_id"
 
 BATCH_MAX_LATENCY = 0.001
 """How long the client collects messages before it sends a batch. Its default, 10 ms, is added to
-every callback: 13 ms median per awaited publish against the emulator, 1.5 to 2.7 ms at 0 or 1 ms
-(docs/pubsub.md). One millisecond still puts a callback's messages, and those of callbacks
-arriving together, into one request."""
+every callback's wait for its message ids; 1 ms costs a callback about a millisecond and still
+puts the messages of callbacks arriving together into one request: measured with
+``python -m bench.pubsub_batching``, figures in docs/pubsub.md."""
 
 DELIVERY_ATTEMPTS = 50
 """The work subscription's dead-letter policy, when the producer is the first to create it: the
