@@ -28,8 +28,9 @@ from producer.settings import ProducerSettings
 from tests.support.amqp import amqp_uri_via
 from tests.support.amqp_proxy import AmqpFrameProxy
 from tests.support.producer import both_publish_modes
-from tests.support.producer_brokers import BrokerUnderTest, every_broker_and_mode
+from tests.support.producer_brokers import BrokerUnderTest, PubSubBroker, every_broker_and_mode
 from tests.support.proxy import TcpProxy
+from tests.support.pubsub_clients import publisher_client
 from tests.support.services import Endpoints
 from tests.support.spool import fill_disk
 from tests.support.waiting import eventually
@@ -527,3 +528,39 @@ async def test_metrics_count_callbacks_by_outcome(
     assert 'lastseen_producer_callbacks_total{outcome="rejected"} 1.0' in metrics
     assert "lastseen_producer_ids_total 3.0" in metrics
     assert "lastseen_producer_spool_depth 0.0" in metrics
+
+
+@pytest.mark.parametrize("broker", ["pubsub"], indirect=True)
+async def test_a_detached_work_subscription_keeps_pubsub_callbacks_in_the_spool(
+    broker: PubSubBroker, start_producer: StartProducer, pubsub_emulator: str
+) -> None:
+    """A topic deleted and created again leaves its old subscription detached: what is published
+    reaches no subscription and is dropped. The producer must not answer 202 on that: it stays
+    ``connecting`` and spools until the subscription is deleted, then creates it on the topic and
+    relays."""
+    topology = broker.topology
+    publisher = publisher_client(pubsub_emulator)
+    try:
+        publisher.create_topic(name=topology.topic)
+        broker.subscriber.create_subscription(name=topology.work_subscription, topic=topology.topic)
+        publisher.delete_topic(topic=topology.topic)
+    finally:
+        publisher.transport.close()
+
+    with structlog.testing.capture_logs() as logs:
+        producer = await start_producer(
+            **broker.settings(), broker_max_backoff=0.5, wait_connected=False
+        )
+        answer = await producer.post({"object_ids": [1, 2]})
+        assert (answer.status_code, answer.json()["spooled"]) == (202, True)
+        await until(
+            lambda: any("SubscriptionDetached" in str(e.get("error")) for e in logs),
+            timeout=10,
+            what="the detached subscription refused",
+        )
+    assert producer.core.publisher.state == "connecting"
+    assert producer.core.spool.depth == 1
+
+    broker.subscriber.delete_subscription(subscription=topology.work_subscription)
+    await until(lambda: producer.core.spool.depth == 0, timeout=15, what="relayed")
+    assert sorted(ids_of(await broker.taken())) == [1, 2]
