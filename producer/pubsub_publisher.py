@@ -327,7 +327,7 @@ class PubSubPublisher:
         _, pending = await asyncio.wait(answers, timeout=deadline)
         for answer in pending:
             answer.cancel()  # nothing to cancel in the client; only stop watching it
-        return _settle(messages, answers)
+        return settle(messages, answers)
 
     def _unpublished(self, unpublished: Unpublished) -> None:
         if unpublished.refused is not None:
@@ -342,9 +342,12 @@ class PubSubPublisher:
             self._reset("topic missing")
 
 
-def _settle(
+def settle(
     messages: Sequence[OutgoingMessage], answers: Sequence[asyncio.Future[str]]
 ) -> Unpublished:
+    """What of ``messages`` got no message id (``answers[i]``, done or cancelled when the
+    deadline passed), and what follows: a missing topic is created again, a refusal stops the
+    producer."""
     failed: list[OutgoingMessage] = []
     reasons: set[str] = set()
     missing = False
