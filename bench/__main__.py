@@ -65,7 +65,9 @@ class Plan:
 def full_plan() -> Plan:
     real: dict[str, Any] = {"delay_min": 0.3, "delay_max": 4.3}
     return Plan(
-        acceptance=AcceptanceRun(duration=10, warmup=2, rate=500, fixed_duration=10, repeat=3),
+        acceptance=AcceptanceRun(
+            duration=10, warmup=2, rate=500, fixed_duration=10, repeat=3, pubsub=True
+        ),
         fanout=[100, 400, 2000, 5000, 8000, 12000],  # 12,000: the overload's capacity
         fanout_run=ConsumerRun(duration=20, warmup=6, **real),
         pipeline=ConsumerRun(
@@ -98,7 +100,9 @@ def smoke_plan() -> Plan:
     short: dict[str, Any] = {"delay_min": 0.02, "delay_max": 0.2}
     return Plan(
         # 4 connections: one message per id at 32 would outrun confirms and fill the spool.
-        acceptance=AcceptanceRun(duration=1, warmup=0, connections=4, rate=100, fixed_duration=1),
+        acceptance=AcceptanceRun(
+            duration=1, warmup=0, connections=4, rate=100, fixed_duration=1, pubsub=True
+        ),
         fanout=[100],
         fanout_run=ConsumerRun(duration=1, warmup=0.5, **short),
         pipeline=ConsumerRun(

@@ -14,7 +14,10 @@ to the bare endpoint of the same round as a median and range over the rounds (be
 
 Everything runs on this machine: the local RabbitMQ, each target as a real process
 (``bench.producer_bare_app``; ``python -m producer`` with a queue of its own, deleted afterwards,
-and a spool in a temporary directory), and the load generators.
+and a spool in a temporary directory), and the load generators. ``--pubsub`` adds the producer
+with ``BROKER=pubsub`` against Google's emulator, started for the run: the emulator answers a
+publish in about a millisecond, the service in tens, so that column shows the producer's own cost
+with Pub/Sub's client, not what a deployment on the service will see (docs/pubsub.md).
 
 Two measurements per target:
 * **saturation** with wrk (C, one thread, ``--connections`` keep-alive connections, a Lua script
@@ -26,13 +29,15 @@ Two measurements per target:
   generator down (no coordinated omission). wrk cannot hold a constant rate (that is wrk2).
 
 For the producer columns "durable" is checked, not assumed: after each run the script compares
-the messages in the queue plus the spool depth with what the accepted callbacks should have made.
+the messages in the queue (the work subscription) plus the spool depth with what the accepted
+callbacks should have made.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -44,7 +49,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,12 +61,14 @@ import orjson
 from bench.measure import AMQP_URI, ROOT, CpuMeter, machine, vm_hwm_mb
 from bench.verdicts import Spread, at, common_quantile
 from common.amqp import Topology
+from common.broker.pubsub_topology import PubSubSettings, PubSubTopology
 from producer.confirms import PublishMode
 from producer.settings import ProducerSettings
 
 IDS_PER_CALLBACK = 200
 BARE = "bare FastAPI"
 PER_ID = "producer (IDS_PER_MESSAGE=1)"
+PUBSUB_PROJECT = "lastseen-bench"
 BODIES = 64
 
 
@@ -74,6 +82,9 @@ class Target:
     fixed_rate: float | None = None  # None: --rate
     column: str = ""  # the name without its round: what the rounds are repeats of
     round: int = 1
+    received: Callable[[str], Awaitable[int]] | None = None
+    """Count the messages the broker holds for ``queue``, then delete its topology (default:
+    RabbitMQ's :func:`queue_depth_and_delete`)."""
 
 
 @dataclass
@@ -109,6 +120,7 @@ class AcceptanceRun:
     baseline: Path | None = None  # another checkout, measured as one more column
     per_id: bool = True  # the IDS_PER_MESSAGE=1 column
     repeat: int = 1  # rounds of bare FastAPI, the baseline and the mode columns, alternating
+    pubsub: bool = False  # a column with BROKER=pubsub against Google's emulator, each round
 
 
 def find_wrk(install: bool) -> str:
@@ -353,6 +365,48 @@ async def queue_depth_and_delete(queue: str) -> int:
         await connection.close()
 
 
+def pubsub_received(emulator_host: str) -> Callable[[str], Awaitable[int]]:
+    """:attr:`Target.received` for Pub/Sub: pull the work subscription dry without acking (a
+    pulled message is not handed out again within its ack deadline), then delete the topology."""
+    from common.broker.pubsub_clients import publisher_client, subscriber_client
+
+    settings = PubSubSettings(PUBSUB_PROJECT, emulator_host)
+
+    def count_and_delete(queue: str) -> int:
+        topology = PubSubTopology.for_queue(PUBSUB_PROJECT, queue)
+        subscriber, publisher = subscriber_client(settings), publisher_client(settings)
+        count = 0
+        try:
+            while True:
+                with warnings.catch_warnings():
+                    # deprecated for the service; the emulator answers at once with what it holds
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    response = subscriber.pull(
+                        request={
+                            "subscription": topology.work_subscription,
+                            "max_messages": 1000,
+                            "return_immediately": True,
+                        },
+                        timeout=30,
+                    )
+                if not response.received_messages:
+                    break
+                count += len(response.received_messages)
+            for subscription in (topology.work_subscription, topology.dead_subscription):
+                subscriber.delete_subscription(subscription=subscription)
+            for topic in (topology.topic, topology.dead_topic):
+                publisher.delete_topic(topic=topic)
+        finally:
+            subscriber.close()
+            publisher.transport.close()
+        return count
+
+    async def received(queue: str) -> int:
+        return await asyncio.to_thread(count_and_delete, queue)
+
+    return received
+
+
 def start(target: Target, workdir: Path) -> Running:
     port = free_port()
     target.command = [arg.replace("{port}", str(port)) for arg in target.command]
@@ -418,7 +472,7 @@ async def measure(
     if producer:
         assert target.queue is not None and target.ids_per_message is not None
         figures.spooled_callbacks = running.log().count('"callback_spooled"')
-        queued = await queue_depth_and_delete(target.queue)
+        queued = await (target.received or queue_depth_and_delete)(target.queue)
         expected = accepted * -(-IDS_PER_CALLBACK // target.ids_per_message)
         # More than expected is possible (a confirm that arrived after its callback was spooled
         # makes a duplicate); fewer would be a loss.
@@ -427,9 +481,12 @@ async def measure(
     return figures
 
 
-def targets(args: AcceptanceRun, workdir: Path, run_id: str) -> list[Target]:
-    """Bare FastAPI; the producer per PUBLISH_MODE (and the ``baseline`` checkout's), ``repeat``
-    rounds; the producer with one message per id."""
+def targets(
+    args: AcceptanceRun, workdir: Path, run_id: str, emulator_host: str | None = None
+) -> list[Target]:
+    """Bare FastAPI; the producer per PUBLISH_MODE (and the ``baseline`` checkout's, and with
+    Pub/Sub on the emulator at ``emulator_host``), ``repeat`` rounds; the producer with one
+    message per id."""
     python = sys.executable
     ipm = args.ids_per_message or ProducerSettings.model_fields["ids_per_message"].default
     chosen: list[Target] = []
@@ -472,6 +529,17 @@ def targets(args: AcceptanceRun, workdir: Path, run_id: str) -> list[Target]:
             label = "producer" if mode is PublishMode.PIPELINE else str(mode)
             column = f"{label} (IDS_PER_MESSAGE={ipm})"
             add(producer(column, ipm, PUBLISH_MODE=mode), column, round_)
+        if emulator_host is not None:
+            column = f"pubsub emulator (IDS_PER_MESSAGE={ipm})"
+            target = producer(
+                column,
+                ipm,
+                BROKER="pubsub",
+                PUBSUB_PROJECT_ID=PUBSUB_PROJECT,
+                PUBSUB_EMULATOR_HOST=emulator_host,
+            )
+            target.received = pubsub_received(emulator_host)
+            add(target, column, round_)
     if args.per_id:
         # One message per id tops out near 100 callbacks/s: offering it --rate would only
         # grow the spool (and the shared broker) by 100,000 messages a second.
@@ -509,10 +577,16 @@ async def acceptance(
     bodies = make_bodies()
     run_id = uuid.uuid4().hex[:8]
     results = []
-    with tempfile.TemporaryDirectory(prefix="producer_bench_") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="producer_bench_"))
+        emulator_host = None
+        if args.pubsub:
+            from tests.support.pubsub_emulator import find_emulator, running_emulator
+
+            emulator_host = stack.enter_context(running_emulator(find_emulator())).host
         workdir = Path(tmp)
         script = wrk_script(bodies, workdir)
-        chosen = targets(args, workdir, run_id)
+        chosen = targets(args, workdir, run_id, emulator_host)
         # Started together (an idle target costs nothing), measured one at a time.
         running = [start(target, workdir) for target in chosen]
         try:
@@ -553,6 +627,11 @@ def main() -> None:
         "--no-per-id", action="store_true", help="skip the IDS_PER_MESSAGE=1 producer"
     )
     parser.add_argument(
+        "--pubsub",
+        action="store_true",
+        help="add the producer with BROKER=pubsub against Google's emulator (not the service)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -579,6 +658,7 @@ def main() -> None:
         args.baseline,
         not args.no_per_id,
         args.repeat,
+        args.pubsub,
     )
     results = asyncio.run(acceptance(run))
     print_table([t for t, _ in results], [f for _, f in results], run)

@@ -13,6 +13,7 @@ import uvicorn
 from common.entrypoint import run_service
 from common.heap import freeze_startup_heap
 from producer.api import create_app
+from producer.broker import BrokerRefused
 from producer.service import running_core
 from producer.settings import ProducerSettings
 from producer.view import SpoolUnavailable
@@ -85,6 +86,13 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
             await stop.wait()
             server.should_exit = True
 
+        refusals: list[BrokerRefused] = []
+
+        async def exit_when_refused() -> None:
+            # The broker refuses this producer for good: stop as on SIGTERM, then exit 1.
+            refusals.append(await core.publisher.wait_refused())
+            server.should_exit = True
+
         log.info(
             "http_serving",
             host=settings.producer_host,
@@ -96,10 +104,14 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
         freeze_startup_heap(YOUNG_GC_THRESHOLD)
         async with asyncio.TaskGroup() as tasks:
             stopper = tasks.create_task(graceful_exit())
+            refused = tasks.create_task(exit_when_refused())
             deadlines = tasks.create_task(guard.enforce_deadlines())
             await server.serve()
             stopper.cancel()
+            refused.cancel()
             deadlines.cancel()
+        if refusals:
+            raise refusals[0]
 
 
 def _auth_mode(settings: ProducerSettings) -> str:
@@ -121,7 +133,7 @@ def run() -> None:
         main,
         fast_paths=ProducerSettings.fast_paths,
         open_files=ProducerSettings.open_files,
-        fatal={SpoolUnavailable: "spool_unavailable"},
+        fatal={SpoolUnavailable: "spool_unavailable", BrokerRefused: "broker_refused"},
     )
 
 

@@ -31,7 +31,7 @@ def split_ids(ids: Sequence[int], per_message: int) -> Iterator[list[int]]:
 
 
 class CallbackPublisher(Protocol):
-    """What a callback needs of :class:`producer.publisher.Publisher`."""
+    """What a callback needs of the broker (:class:`producer.broker.ProducerBroker`)."""
 
     @property
     def accepting(self) -> bool: ...

@@ -28,6 +28,7 @@ from common.messages import OutgoingMessage
 from common.nodes import connect_any, parse_amqp_nodes, shuffled
 from common.retrying import retry_connect, supervise
 from common.tls import certificate_refused, describe_refusal
+from producer.broker import BrokerRefused
 from producer.broker_health import BrokerHealth
 from producer.confirms import ConfirmedPublisher, PublishMode, Unconfirmed
 from producer.publish_modes import open_confirmed_publisher
@@ -99,6 +100,12 @@ class Publisher:
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
+
+    async def wait_refused(self) -> BrokerRefused:
+        """Never returns: RabbitMQ's refusals (access refused, a certificate) are retried, since
+        an operator can fix them on the broker while the producer answers from the spool."""
+        never: asyncio.Future[BrokerRefused] = asyncio.get_running_loop().create_future()
+        return await never
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Publisher]:

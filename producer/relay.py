@@ -39,7 +39,7 @@ class SpoolSource(Protocol):
 
 
 class RelayBroker(Protocol):
-    """What the relay needs of :class:`producer.publisher.Publisher`."""
+    """What the relay needs of the broker (:class:`producer.broker.ProducerBroker`)."""
 
     @property
     def state(self) -> BrokerState: ...

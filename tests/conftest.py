@@ -23,6 +23,12 @@ from common.store.postgres import PostgresStore
 from common.store.redis import RedisStore
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.processes import ServiceProcess
+from tests.support.producer_brokers import (
+    BROKERS,
+    BrokerUnderTest,
+    RabbitBroker,
+    pubsub_broker,
+)
 from tests.support.proxy import TcpProxy
 from tests.support.pubsub_emulator import EmulatorMissing, find_emulator, running_emulator
 from tests.support.redis_server import RedisServer
@@ -243,3 +249,21 @@ def pubsub_emulator() -> Iterator[str]:
         pytest.fail(str(missing), pytrace=False)
     with running_emulator(launcher) as emulator:
         yield emulator.host
+
+
+@pytest.fixture(params=BROKERS)
+async def broker(
+    request: pytest.FixtureRequest, endpoints: Endpoints, queue_name: str
+) -> AsyncIterator[BrokerUnderTest]:
+    """Each broker the producer publishes to, with a queue (or topic and subscriptions) of this
+    test's own: the tests that take it run once against RabbitMQ, once against the Pub/Sub
+    emulator (started on first use)."""
+    if request.param == "rabbitmq":
+        connection = await aio_pika.connect(endpoints.amqp_uri)
+        try:
+            yield RabbitBroker(endpoints.amqp_uri, queue_name, connection)
+        finally:
+            await connection.close()
+    else:
+        with pubsub_broker(request.getfixturevalue("pubsub_emulator"), queue_name) as pubsub:
+            yield pubsub

@@ -44,8 +44,10 @@ async def ensure(
     *,
     max_delivery_attempts: int,
     ack_deadline_s: int = 60,
+    call_timeout: float | None = None,
 ) -> None:
-    """Create whatever of ``topology`` is missing (idempotent, any start order), off the loop."""
+    """Create whatever of ``topology`` is missing (idempotent, any start order), off the loop;
+    ``call_timeout`` bounds each call (:func:`~common.broker.pubsub_topology.ensure_topology`)."""
 
     def create() -> None:
         publisher, subscriber = publisher_client(settings), subscriber_client(settings)
@@ -56,6 +58,7 @@ async def ensure(
                 topology,
                 max_delivery_attempts=max_delivery_attempts,
                 ack_deadline_s=ack_deadline_s,
+                call_timeout=call_timeout,
             )
         finally:
             publisher.transport.close()

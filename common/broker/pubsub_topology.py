@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from google.api_core import exceptions
-
 # Google's rules for project ids (6-30 characters: lowercase letters, digits, hyphens; a letter
 # first, no hyphen last), with the legacy domain-scoped form ``example.com:project``.
 PROJECT_ID = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -161,22 +159,33 @@ def ensure_topology(
     *,
     max_delivery_attempts: int,
     ack_deadline_s: int = 60,
+    call_timeout: float | None = None,
 ) -> None:
     """Create what is missing: topics first, then the subscriptions on them (blocking calls of
-    ``google.cloud.pubsub_v1`` clients: run it in a thread from asyncio)."""
+    ``google.cloud.pubsub_v1`` clients: run it in a thread from asyncio).
+
+    ``call_timeout``: each call fails after that many seconds, without the client's own retries
+    (which go on for up to a minute); for a caller that retries with its own backoff."""
+    # Imported here, not at the top: google.api_core.exceptions pulls in grpc and protobuf
+    # (~0.1 s), and the settings import this module with every broker.
+    from google.api_core import exceptions
+
+    bounded: dict[str, Any] = {}
+    if call_timeout is not None:
+        bounded = {"retry": None, "timeout": call_timeout}
+
+    def create(method: Any, request: dict[str, Any]) -> None:
+        # created by an earlier start, or by another service starting at the same time
+        with contextlib.suppress(exceptions.AlreadyExists):
+            method(request=request, **bounded)
+
     for topic in (topology.topic, topology.dead_topic):
-        _create(publisher.create_topic, {"name": topic})
-    _create(
+        create(publisher.create_topic, {"name": topic})
+    create(
         subscriber.create_subscription,
         topology.work_subscription_request(max_delivery_attempts, ack_deadline_s),
     )
-    _create(
+    create(
         subscriber.create_subscription,
         {"name": topology.dead_subscription, "topic": topology.dead_topic},
     )
-
-
-def _create(create: Any, request: dict[str, Any]) -> None:
-    # created by an earlier start, or by another service starting at the same time
-    with contextlib.suppress(exceptions.AlreadyExists):
-        create(request=request)

@@ -1,5 +1,6 @@
 """``python -m producer`` as a real process: broker cut under load, kill -9 with a full spool,
-200 concurrent callbacks, SIGTERM, body limits on the wire, start-up errors."""
+200 concurrent callbacks, SIGTERM, body limits on the wire, start-up errors. Tests taking
+``broker`` run once against RabbitMQ, once against the Pub/Sub emulator."""
 
 from __future__ import annotations
 
@@ -10,24 +11,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aio_pika
+import grpc
 import httpx
 import pytest
 
 from producer.confirms import PublishMode
-from tests.support.amqp import amqp_uri_via
+from tests.support.grpc_refuser import refusing_server
+from tests.support.link_shaper import Link
 from tests.support.ports import free_port
 from tests.support.processes import Spawn, run_module
 from tests.support.producer import (
     accepts_connections,
-    both_publish_modes,
-    collect_until,
     producer_env,
-    queued_ids,
     ready_state,
     start_connected,
     wait_broker_connected,
 )
+from tests.support.producer_brokers import BrokerUnderTest, every_broker_and_mode, taken_until
 from tests.support.proxy import TcpProxy
 from tests.support.services import Endpoints
 from tests.support.waiting import eventually
@@ -35,22 +35,23 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.integration
 
 
-@both_publish_modes
+@every_broker_and_mode
 async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     spawn: Spawn,
     make_proxy: Callable[[str, int], TcpProxy],
     endpoints: Endpoints,
-    amqp_connection: aio_pika.abc.AbstractConnection,
+    broker: BrokerUnderTest,
     queue_name: str,
     tmp_path: Path,
     publish_mode: PublishMode,
 ) -> None:
-    proxy = make_proxy(*endpoints.amqp_host_port)
+    proxy = make_proxy(*broker.host_port)
     proxy.cut()  # the broker is unreachable from the start
     spool = tmp_path / "spool" / "spool.sqlite3"
     port = free_port()
     first = spawn(
-        "producer", producer_env(amqp_uri_via(endpoints.amqp_uri, proxy), queue_name, spool, port)
+        "producer",
+        producer_env(endpoints.amqp_uri, queue_name, spool, port, **broker.env(via=proxy)),
     )
     first.wait_ready(lambda: ready_state(port))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as client:
@@ -70,26 +71,35 @@ async def test_kill_9_with_a_full_spool_then_restart_publishes_it(
     port = free_port()
     second = spawn(
         "producer",
-        producer_env(endpoints.amqp_uri, queue_name, spool, port, PUBLISH_MODE=publish_mode),
+        producer_env(
+            endpoints.amqp_uri,
+            queue_name,
+            spool,
+            port,
+            PUBLISH_MODE=publish_mode,
+            **broker.env(),
+        ),
     )
     wait_broker_connected(second, port)
     assert '"spool_opened"' in second.output() and '"depth":30' in second.output()
     expected = {i for n in range(30) for i in (n, -n - 1)}
-    taken = await collect_until(amqp_connection, queue_name, expected, timeout=20)
+    taken = await taken_until(broker, expected, timeout=20)
     assert sorted(taken) == sorted(expected)  # nothing twice: each entry relayed once
     await eventually(lambda: (ready_state(port) or {}).get("spool_depth") == 0, timeout=10)
 
 
-@both_publish_modes
+@every_broker_and_mode
 async def test_200_concurrent_callbacks_of_200_ids(
     spawn: Spawn,
     endpoints: Endpoints,
-    amqp_connection: aio_pika.abc.AbstractConnection,
+    broker: BrokerUnderTest,
     queue_name: str,
     tmp_path: Path,
     publish_mode: PublishMode,
 ) -> None:
-    _, port = start_connected(spawn, endpoints, queue_name, tmp_path, PUBLISH_MODE=publish_mode)
+    _, port = start_connected(
+        spawn, endpoints, queue_name, tmp_path, PUBLISH_MODE=publish_mode, **broker.env()
+    )
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10
@@ -102,18 +112,18 @@ async def test_200_concurrent_callbacks_of_200_ids(
         )
     assert [r.status_code for r in responses] == [202] * 200
     assert all(r.json()["accepted"] == 200 for r in responses)
-    taken = await collect_until(amqp_connection, queue_name, set(range(40_000)), timeout=30)
-    assert set(taken) == set(range(40_000))
+    taken = await taken_until(broker, set(range(40_000)), timeout=30)
+    assert sorted(taken) == list(range(40_000))
 
 
 async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     spawn: Spawn,
     endpoints: Endpoints,
-    amqp_connection: aio_pika.abc.AbstractConnection,
+    broker: BrokerUnderTest,
     queue_name: str,
     tmp_path: Path,
 ) -> None:
-    process, port = start_connected(spawn, endpoints, queue_name, tmp_path)
+    process, port = start_connected(spawn, endpoints, queue_name, tmp_path, **broker.env())
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b'{"object_ids": [7, 8, 9]}'
     writer.write(
@@ -137,7 +147,50 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     assert status_line.startswith(b"HTTP/1.1 202")
     assert await asyncio.to_thread(process.wait, 15) == 0
     assert '"producer_stopped"' in process.output()
-    assert sorted(await queued_ids(amqp_connection, queue_name)) == [7, 8, 9]
+    assert sorted(i for m in await broker.taken() for i in m.ids) == [7, 8, 9]
+
+
+async def test_sigterm_with_a_spool_drains_it_within_the_grace_then_exits_0(
+    spawn: Spawn,
+    make_proxy: Callable[[str, int], TcpProxy],
+    endpoints: Endpoints,
+    broker: BrokerUnderTest,
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    """The broker comes back over a slow link while the relay still has work: SIGTERM stops the
+    HTTP server at once, the relay moves the rest of the spool within SHUTDOWN_GRACE."""
+    proxy = make_proxy(*broker.host_port)
+    proxy.cut()
+    port = free_port()
+    env = producer_env(
+        endpoints.amqp_uri,
+        queue_name,
+        tmp_path / "s.db",
+        port,
+        RELAY_BATCH_SIZE="1",
+        SHUTDOWN_GRACE="20s",
+        **broker.env(via=proxy),
+    )
+    process = spawn("producer", env).wait_ready(lambda: ready_state(port))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as client:
+        answers = [await client.post("/callback", json={"object_ids": [n]}) for n in range(40)]
+    assert {(a.status_code, a.json()["spooled"]) for a in answers} == {(202, True)}
+
+    # One message per relay round, each waiting ≥ 100 ms for its answer: ≥ 4 s to drain.
+    proxy.shape(Link(latency=0.05))
+    proxy.restore()
+    wait_broker_connected(process, port)
+    before = ready_state(port) or {}
+    process.signal(signal.SIGTERM)
+    started = time.monotonic()
+    await eventually(lambda: not accepts_connections(port), timeout=5, what="HTTP stopped")
+
+    assert await asyncio.to_thread(process.wait, 25) == 0
+    assert time.monotonic() - started < 20
+    assert before["spool_depth"] > 0, "the relay had finished before SIGTERM: nothing to test"
+    assert '"spool_drained":true' in process.output()
+    assert sorted(await taken_until(broker, set(range(40)), timeout=10)) == list(range(40))
 
 
 async def test_body_limit_is_enforced_while_reading(
@@ -243,4 +296,57 @@ def test_unusable_spool_path_exits_1_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert '"spool_unavailable"' in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_unusable_pubsub_credentials_exit_1_with_one_line(tmp_path: Path) -> None:
+    """GOOGLE_APPLICATION_CREDENTIALS naming a file that is no credential: refused at start, one
+    error line, exit 1 (retrying cannot fix it)."""
+    bad = tmp_path / "credentials.json"
+    bad.write_text("not a credential")
+    env = {
+        "BROKER": "pubsub",
+        "PUBSUB_PROJECT_ID": "lastseen-test",
+        "PUBSUB_EMULATOR_HOST": "",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(bad),
+        "QUEUE_NAME": "lastseen",
+        "PRODUCER_PORT": str(free_port()),
+        "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "LOG_FORMAT": "json",
+    }
+    result = run_module("producer", env, tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if '"level":"error"' in line]
+    assert len(errors) == 1, result.stdout
+    assert '"broker_refused"' in errors[0] and "GOOGLE_APPLICATION_CREDENTIALS" in errors[0]
+    assert str(bad) in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED]
+)
+def test_pubsub_refusing_the_producer_exits_1_with_one_line(
+    tmp_path: Path, code: grpc.StatusCode
+) -> None:
+    """Credentials the service does not accept (or without the publisher role): the producer
+    stops as on SIGTERM and exits 1, since retrying cannot help."""
+    with refusing_server(code) as host:
+        env = {
+            "BROKER": "pubsub",
+            "PUBSUB_PROJECT_ID": "lastseen-test",
+            "PUBSUB_EMULATOR_HOST": host,
+            "QUEUE_NAME": "lastseen",
+            "PRODUCER_PORT": str(free_port()),
+            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+            "LOG_FORMAT": "json",
+        }
+        result = run_module("producer", env, tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if '"level":"error"' in line]
+    assert len(errors) == 1, result.stdout
+    assert (
+        '"event":"broker_refused"' in errors[0]
+        and f"refused by the test ({code.name})" in errors[0]
+    )
     assert "Traceback" not in result.stdout + result.stderr

@@ -1,5 +1,7 @@
-"""The producer's app in-process, on the real RabbitMQ: what a callback puts in the queue, what bad
-input does not, and what happens when the broker or the spool is away."""
+"""The producer's app in-process, on the real RabbitMQ and on Google's Pub/Sub emulator: what a
+callback puts in the queue (or topic), what bad input does not, and what happens when the broker or
+the spool is away. Tests taking ``broker`` run once per broker (tests/support/producer_brokers.py);
+the rest are RabbitMQ's own (its queue, frames, alarms)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from producer.settings import ProducerSettings
 from tests.support.amqp import amqp_uri_via
 from tests.support.amqp_proxy import AmqpFrameProxy
 from tests.support.producer import both_publish_modes
+from tests.support.producer_brokers import BrokerUnderTest, PubSubBroker, every_broker_and_mode
 from tests.support.proxy import TcpProxy
+from tests.support.pubsub_clients import publisher_client
 from tests.support.services import Endpoints
 from tests.support.spool import fill_disk
 from tests.support.waiting import eventually
@@ -51,7 +55,7 @@ async def start_producer(
     endpoints: Endpoints, queue_name: str, tmp_path: Path
 ) -> AsyncIterator[StartProducer]:
     """Start the core and the app on it, as ``python -m producer`` does; ``amqp_uri`` and
-    settings can be overridden."""
+    settings can be overridden (``**broker.settings()``: another broker)."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(*, wait_connected: bool = True, **overrides: Any) -> Running:
@@ -102,16 +106,18 @@ def ids_of(messages: list[IdsMessage]) -> list[int]:
     return [i for message in messages for i in message.ids]
 
 
-@both_publish_modes
+@every_broker_and_mode
 @pytest.mark.parametrize("per_message", [1, 3, 200])
 async def test_every_unique_id_is_published_exactly_once(
     start_producer: StartProducer,
-    amqp_connection: aio_pika.abc.AbstractConnection,
-    queue_name: str,
+    broker: BrokerUnderTest,
     per_message: int,
     publish_mode: PublishMode,
 ) -> None:
-    producer = await start_producer(ids_per_message=per_message, publish_mode=publish_mode)
+    """A 202 that was not spooled: every message is in the queue (topic) already."""
+    producer = await start_producer(
+        ids_per_message=per_message, publish_mode=publish_mode, **broker.settings()
+    )
     sent = [5, 3, 5, 9, 3, 1, 2, 8, 9, 4, -7, 9223372036854775807]
     unique = [5, 3, 9, 1, 2, 8, 4, -7, 9223372036854775807]
 
@@ -120,7 +126,9 @@ async def test_every_unique_id_is_published_exactly_once(
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == len(unique) and body["spooled"] is False
-    messages = await queued(amqp_connection, queue_name)
+    messages = await broker.taken()
+    if not broker.ordered:
+        messages.sort(key=lambda m: unique.index(m.ids[0]))
     assert ids_of(messages) == unique
     assert all(len(m.ids) <= per_message for m in messages)
     assert len(messages) == -(-len(unique) // per_message)
@@ -190,16 +198,14 @@ async def test_lines_logged_while_handling_a_callback_carry_its_callback_id(
 
 
 async def test_an_empty_list_is_accepted_and_publishes_nothing(
-    start_producer: StartProducer,
-    amqp_connection: aio_pika.abc.AbstractConnection,
-    queue_name: str,
+    start_producer: StartProducer, broker: BrokerUnderTest
 ) -> None:
-    producer = await start_producer()
+    producer = await start_producer(**broker.settings())
     response = await producer.post({"object_ids": []})
     assert response.status_code == 202
     assert response.json()["accepted"] == 0
     marker = await producer.post({"object_ids": [42]})
-    assert ids_of(await queued(amqp_connection, queue_name)) == [42], marker.json()
+    assert ids_of(await broker.taken()) == [42], marker.json()
 
 
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
@@ -271,8 +277,10 @@ async def test_bad_input_gets_a_json_4xx_and_enqueues_nothing(
     assert ids_of(await queued(amqp_connection, queue_name)) == [-1]
 
 
-async def test_health_ready_and_docs(start_producer: StartProducer) -> None:
-    producer = await start_producer()
+async def test_health_ready_and_docs(
+    start_producer: StartProducer, broker: BrokerUnderTest
+) -> None:
+    producer = await start_producer(**broker.settings())
     health = await producer.client.get("/health")
     assert (health.status_code, health.json()) == (200, {"status": "alive"})
     ready = await producer.client.get("/ready")
@@ -335,23 +343,88 @@ async def test_broker_away_spools_then_relays_in_order(
     assert [m.callback_id for m in messages] == [a.json()["callback_id"] for a in answers]
 
 
-@both_publish_modes
+async def test_broker_unreachable_from_the_start_spools_then_relays_everything(
+    start_producer: StartProducer,
+    make_proxy: Callable[[str, int], TcpProxy],
+    broker: BrokerUnderTest,
+) -> None:
+    """Nothing answers where the broker should be: callbacks are 202 from the spool at once,
+    /ready says so, and once the broker is reachable the relay moves every message to it."""
+    proxy = make_proxy(*broker.host_port)
+    proxy.cut()
+    producer = await start_producer(
+        **broker.settings(via=proxy), broker_max_backoff=0.5, wait_connected=False
+    )
+
+    started = time.monotonic()
+    answers = [await producer.post({"object_ids": [n, n + 1000]}) for n in range(20)]
+    assert time.monotonic() - started < 2
+    assert {(a.status_code, a.json()["spooled"]) for a in answers} == {(202, True)}
+    ready = (await producer.client.get("/ready")).json()
+    assert ready == {
+        "ready": True,
+        "broker": "connecting",
+        "spool_depth": 20,
+        "spool_writable": True,
+    }
+
+    proxy.restore()
+    await until(lambda: producer.core.spool.depth == 0, timeout=20, what="spool drained")
+    messages = await broker.taken()
+    expected = [i for n in range(20) for i in (n, n + 1000)]
+    callbacks = [a.json()["callback_id"] for a in answers]
+    if broker.ordered:
+        assert ids_of(messages) == expected
+        assert [m.callback_id for m in messages] == callbacks
+    else:
+        assert sorted(ids_of(messages)) == sorted(expected)
+        assert sorted(m.callback_id for m in messages) == sorted(callbacks)
+    assert (await producer.client.get("/ready")).json()["broker"] == "connected"
+    after = await producer.post({"object_ids": [-1]})
+    assert after.json()["spooled"] is False
+
+
+async def test_broker_cut_while_connected_spools_then_relays_everything(
+    start_producer: StartProducer,
+    make_proxy: Callable[[str, int], TcpProxy],
+    broker: BrokerUnderTest,
+) -> None:
+    """Connections reset and refused after the producer connected: the first callback may wait
+    PUBLISH_TIMEOUT, the rest spool without waiting; nothing answered 202 is lost."""
+    proxy = make_proxy(*broker.host_port)
+    producer = await start_producer(**broker.settings(via=proxy), broker_max_backoff=0.5)
+    proxy.cut()
+
+    started = time.monotonic()
+    answers = [await producer.post({"object_ids": [n]}) for n in range(20)]
+    assert time.monotonic() - started < 2
+    assert {a.status_code for a in answers} == {202}
+    ready = (await producer.client.get("/ready")).json()
+    assert ready["ready"] is True and ready["broker"] != "connected"
+    spooled = sum(a.json()["spooled"] for a in answers)
+    assert spooled == 20 and ready["spool_depth"] == 20
+
+    proxy.restore()
+    await until(lambda: producer.core.spool.depth == 0, timeout=20, what="spool drained")
+    assert sorted(ids_of(await broker.taken())) == list(range(20))
+
+
+@every_broker_and_mode
 async def test_unconfirmed_publish_times_out_into_the_spool(
     start_producer: StartProducer,
     make_proxy: Callable[[str, int], TcpProxy],
-    endpoints: Endpoints,
-    amqp_connection: aio_pika.abc.AbstractConnection,
-    queue_name: str,
+    broker: BrokerUnderTest,
     publish_mode: PublishMode,
 ) -> None:
     """A stalled network path (or a broker that stops confirming) costs one PUBLISH_TIMEOUT.
 
     A broker under a resource alarm stops reading publishes just like this; in the standard mode,
-    which has no public blocked flag, this is how the alarm shows.
+    which has no public blocked flag, this is how the alarm shows. Pub/Sub: no message id within
+    PUBLISH_TIMEOUT.
     """
-    proxy = make_proxy(*endpoints.amqp_host_port)
+    proxy = make_proxy(*broker.host_port)
     producer = await start_producer(
-        amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy),
+        **broker.settings(via=proxy),
         publish_timeout="200ms",
         relay_publish_timeout="1s",
         broker_max_backoff=0.5,
@@ -371,10 +444,11 @@ async def test_unconfirmed_publish_times_out_into_the_spool(
 
     proxy.restore()
     await until(lambda: producer.core.spool.depth == 0, timeout=20, what="drained")
-    assert {1, 2} <= set(ids_of(await queued(amqp_connection, queue_name)))
+    assert {1, 2} <= set(ids_of(await broker.taken()))
     await until(lambda: producer.core.publisher.state == "connected", timeout=10, what="recovered")
     third = await producer.post({"object_ids": [3]})
     assert third.json()["spooled"] is False
+    assert ids_of(await broker.taken()) == [3]
 
 
 async def test_a_broker_resource_alarm_sends_callbacks_to_the_spool(
@@ -416,13 +490,13 @@ async def test_a_broker_resource_alarm_sends_callbacks_to_the_spool(
 
 
 async def test_start_without_broker_then_spool_fails_gives_503(
-    start_producer: StartProducer, make_proxy: Callable[[str, int], TcpProxy], endpoints: Endpoints
+    start_producer: StartProducer,
+    make_proxy: Callable[[str, int], TcpProxy],
+    broker: BrokerUnderTest,
 ) -> None:
-    proxy = make_proxy(*endpoints.amqp_host_port)
+    proxy = make_proxy(*broker.host_port)
     proxy.cut()
-    producer = await start_producer(
-        amqp_uri=amqp_uri_via(endpoints.amqp_uri, proxy), wait_connected=False
-    )
+    producer = await start_producer(**broker.settings(via=proxy), wait_connected=False)
     ok = await producer.post({"object_ids": [1, 2, 3]})
     assert (ok.status_code, ok.json()["spooled"]) == (202, True)
 
@@ -443,8 +517,10 @@ async def until(predicate: Callable[[], bool], *, timeout: float, what: str) -> 
     await eventually(check, timeout=timeout, what=what)
 
 
-async def test_metrics_count_callbacks_by_outcome(start_producer: StartProducer) -> None:
-    producer = await start_producer()
+async def test_metrics_count_callbacks_by_outcome(
+    start_producer: StartProducer, broker: BrokerUnderTest
+) -> None:
+    producer = await start_producer(**broker.settings())
     assert (await producer.post({"object_ids": [1, 2, 2, 3]})).status_code == 202
     assert (await producer.post({"object_ids": ["x"]})).status_code == 422
     metrics = (await producer.client.get("/metrics")).text
@@ -452,3 +528,39 @@ async def test_metrics_count_callbacks_by_outcome(start_producer: StartProducer)
     assert 'lastseen_producer_callbacks_total{outcome="rejected"} 1.0' in metrics
     assert "lastseen_producer_ids_total 3.0" in metrics
     assert "lastseen_producer_spool_depth 0.0" in metrics
+
+
+@pytest.mark.parametrize("broker", ["pubsub"], indirect=True)
+async def test_a_detached_work_subscription_keeps_pubsub_callbacks_in_the_spool(
+    broker: PubSubBroker, start_producer: StartProducer, pubsub_emulator: str
+) -> None:
+    """A topic deleted and created again leaves its old subscription detached: what is published
+    reaches no subscription and is dropped. The producer must not answer 202 on that: it stays
+    ``connecting`` and spools until the subscription is deleted, then creates it on the topic and
+    relays."""
+    topology = broker.topology
+    publisher = publisher_client(pubsub_emulator)
+    try:
+        publisher.create_topic(name=topology.topic)
+        broker.subscriber.create_subscription(name=topology.work_subscription, topic=topology.topic)
+        publisher.delete_topic(topic=topology.topic)
+    finally:
+        publisher.transport.close()
+
+    with structlog.testing.capture_logs() as logs:
+        producer = await start_producer(
+            **broker.settings(), broker_max_backoff=0.5, wait_connected=False
+        )
+        answer = await producer.post({"object_ids": [1, 2]})
+        assert (answer.status_code, answer.json()["spooled"]) == (202, True)
+        await until(
+            lambda: any("SubscriptionDetached" in str(e.get("error")) for e in logs),
+            timeout=10,
+            what="the detached subscription refused",
+        )
+    assert producer.core.publisher.state == "connecting"
+    assert producer.core.spool.depth == 1
+
+    broker.subscriber.delete_subscription(subscription=topology.work_subscription)
+    await until(lambda: producer.core.spool.depth == 0, timeout=15, what="relayed")
+    assert sorted(ids_of(await broker.taken())) == [1, 2]

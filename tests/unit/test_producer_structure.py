@@ -4,7 +4,10 @@ and HTTP code that sees only the narrow view of the core."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,47 @@ def test_http_code_sees_the_view_not_the_parts(http_module: str) -> None:
         "producer.spool",  # even its error: producer.view.SpoolUnavailable
     }
     assert {name for name in imported if name.rsplit(".", 1)[0] in parts or name in parts} == set()
+
+
+def _broker_comparisons(tree: ast.AST) -> list[int]:
+    """Lines comparing something called ``broker`` (``settings.broker == …``)."""
+
+    def is_broker(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "broker") or (
+            isinstance(node, ast.Attribute) and node.attr == "broker"
+        )
+
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare) and any(map(is_broker, [node.left, *node.comparators]))
+    ]
+
+
+def test_the_broker_is_chosen_once_in_the_service() -> None:
+    assert _broker_comparisons(ast.parse("if settings.broker == 'pubsub': pass")) == [1]
+    chosen = {
+        path.name: lines
+        for path in PRODUCER.glob("*.py")
+        if (lines := _broker_comparisons(ast.parse(path.read_text())))
+    }
+    assert chosen.keys() == {"service.py"}, chosen
+    assert len(chosen["service.py"]) == 1
+
+
+def test_the_default_broker_loads_no_google_client() -> None:
+    """With BROKER=rabbitmq, importing the producer and building its broker imports neither
+    Google's client nor gRPC (~0.1 s of start-up and their threads, for nothing)."""
+    script = (
+        "import sys\n"
+        "import producer.__main__\n"
+        "from producer.service import broker_for\n"
+        "from producer.settings import ProducerSettings\n"
+        "settings = ProducerSettings(_env_file=None, amqp_uri='amqp://x/', queue_name='q')\n"
+        "print(type(broker_for(settings)).__name__)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER", "PUBSUB_"))}
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == ["Publisher", "[]"], result.stdout + result.stderr
