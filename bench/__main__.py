@@ -81,7 +81,7 @@ def full_plan() -> Plan:
             profile_seconds=20,
             **real,
         ),
-        routine=RoutineRun(stale_rows=1_000_000, rate=3000, baseline=15, repeats=3, writers=12),
+        routine=RoutineRun(),  # its defaults: the delete long enough for a p95 (issue 25)
         capacity=ConsumerRun(max_consumers=12000, duration=20, warmup=8, **real),
         overload=ConsumerRun(
             max_consumers=12000,
@@ -116,7 +116,9 @@ def smoke_plan() -> Plan:
             profile_seconds=1,
             **short,
         ),
-        routine=RoutineRun(stale_rows=20_000, rate=1000, baseline=0.5, repeats=1, writers=2),
+        routine=RoutineRun(
+            stale_rows=20_000, rate=1000, baseline=0.5, repeats=1, writers=2, warmup=0.2
+        ),
         capacity=ConsumerRun(max_consumers=100, duration=1, warmup=0.5, **short),
         overload=ConsumerRun(
             max_consumers=100,

@@ -60,10 +60,18 @@ def tail(values: Sequence[float], wanted: float = 0.99, *, samples: int | None =
     return at(values, supported_quantile(len(values) if samples is None else samples, wanted))
 
 
-def common_quantile(samples: Iterable[Sequence[float]], wanted: float = 0.99) -> float | None:
+def common_quantile(
+    samples: Iterable[Sequence[float]], wanted: float = 0.99, *, together: int = 1
+) -> float | None:
     """One quantile for several samples compared with each other: the deepest the smallest
-    supports (comparing one window's p99 with another's p90 would compare nothing)."""
-    return supported_quantile(min((len(s) for s in samples), default=0), wanted)
+    supports (comparing one window's p99 with another's p90 would compare nothing).
+
+    ``together``: how many observations one event moves at once. When a stall delays the flushes
+    of 12 writers sharing one process and one database, their 12 commit latencies are one
+    observation of that stall, not twelve: the support is counted in ``len // together``.
+    """
+    fewest = min((len(s) for s in samples), default=0)
+    return supported_quantile(fewest // max(1, together), wanted)
 
 
 def at(values: Sequence[float], q: float | None) -> Tail:

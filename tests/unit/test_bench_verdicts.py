@@ -66,6 +66,13 @@ def test_quantile_is_nearest_rank() -> None:
     assert math.isnan(quantile([], 0.5))
 
 
+def test_observations_one_stall_moves_together_count_as_one() -> None:
+    # 12 writers flushing every 50 ms for 20 s: 4,800 commit latencies, 400 stalls observed.
+    assert common_quantile([[1.0] * 4800]) == 0.99
+    assert common_quantile([[1.0] * 4800], together=12) == 0.95
+    assert common_quantile([[1.0] * 4799], together=12) == 0.9
+
+
 def test_windows_compared_with_each_other_share_one_quantile() -> None:
     small, large = [1.0] * 450, [1.0] * 5000
     q = common_quantile([small, large])
