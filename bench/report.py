@@ -365,6 +365,18 @@ def _targets(results: Results) -> list[str]:
                 "×",
             )
         )
+        rows.append(
+            _row(
+                f"ack delay during the {r.run.stale_rows:,}-row delete vs without (what a "
+                "consumer's messages wait for their commit)",
+                f"≤ {ROUTINE_RATIO:.0f}×",
+                f"{r.pairs[0].ack_tails[0].name} of the rows' ack delays, per pair",
+                r.ack_ratios,
+                ROUTINE_RATIO,
+                True,
+                "×",
+            )
+        )
     if results.overload is not None:
         rows.append(_overload_verdict(results, results.overload))
     return [
