@@ -20,7 +20,11 @@ Where each figure comes from:
   stored (dict, expires dict and allocator overhead included), and ``MEMORY USAGE`` of one key.
 
     python -m bench.redis_store_bench [--seconds 8] [--batch 500] [--writers 2] [--repeats 3]
-                                      [--no-aof]
+                                      [--no-aof] [--cluster]
+
+``--cluster``: the same on a Redis Cluster of 3 masters and 3 replicas (tests/support), CPU summed
+over the masters (the replicas' apart); the keys of a batch spread over the hash slots, one script
+call per slot.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class StoreRun:
     batch: int = BATCH
     writers: int = 2
     aof: bool = True
+    cluster: bool = False  # 3 masters + 3 replicas (tests/support/redis_cluster.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class StoreFigures:
     aof_rewrites: int
     memory_per_key: float  # bytes, INFO memory used_memory delta / keys
     memory_usage_one: int  # bytes, MEMORY USAGE of one key
+    replica_cpu: float = 0.0  # a cluster's replicas, /proc/<pid>/stat
+    masters: int = 1
 
     @property
     def ids_per_s(self) -> float:
@@ -86,6 +93,10 @@ class StoreFigures:
         return self.ids / self.server_cpu if self.server_cpu else float("nan")
 
     @property
+    def replica_us_per_id(self) -> float:
+        return 1e6 * self.replica_cpu / self.ids if self.ids else float("nan")
+
+    @property
     def script_us_per_id(self) -> float:
         return self.script_usec / self.ids if self.ids else float("nan")
 
@@ -99,6 +110,8 @@ def _main_thread(info: dict[str, Any]) -> float:
 
 
 async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
+    if run.cluster:
+        return await measure_cluster(run, first_id)
     with tempfile.TemporaryDirectory(prefix="lastseen-redis-bench-") as folder:
         config = {} if run.aof else {"appendonly": "no"}
         server = RedisServer(Path(folder) / "redis", config=config).start()
@@ -155,15 +168,94 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
     )
 
 
+async def measure_cluster(run: StoreRun, first_id: int = 0) -> StoreFigures:
+    """The same writes on a Redis Cluster of 3 masters and 3 replicas (AOF everysec on each):
+    the keys of a batch are grouped by hash slot, one script call per slot, pipelined per node.
+    CPU summed over the masters (and over the replicas apart); INFO figures summed likewise."""
+    from redis.asyncio import RedisCluster
+    from redis.asyncio.cluster import ClusterNode
+
+    from tests.support.redis_cluster import RedisClusterNodes
+
+    with tempfile.TemporaryDirectory(prefix="lastseen-redis-bench-") as folder:
+        cluster = RedisClusterNodes(Path(folder)).start()
+        try:
+            client = RedisCluster(
+                startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in cluster.nodes]
+            )
+            store = RedisStore(client, prefix="object:", ttl_seconds=3600)
+            await store.write({first_id - 1: datetime.now(UTC)})
+            masters = cluster.masters()
+            replicas = [n for n in cluster.nodes if n not in masters]
+            admins = [redis.asyncio.Redis(host="127.0.0.1", port=n.port) for n in masters]
+            next_id = first_id
+            stored = 0
+
+            async def writer(deadline: float) -> None:
+                nonlocal next_id, stored
+                while time.monotonic() < deadline:
+                    start, next_id = next_id, next_id + run.batch
+                    now = datetime.now(UTC)
+                    written = await store.write(dict.fromkeys(range(start, start + run.batch), now))
+                    stored += written
+
+            async def info(section: str) -> list[dict[str, Any]]:
+                return [await admin.info(section) for admin in admins]
+
+            for admin in admins:
+                await admin.config_resetstat()
+            memory_before = sum(int(i["used_memory"]) for i in await info("memory"))
+            main_before = sum(_main_thread(i) for i in await info("cpu"))
+            master_before = sum(cpu_seconds(n.server.pid) for n in masters)
+            replica_before = sum(cpu_seconds(n.server.pid) for n in replicas)
+            client_before = own_cpu_seconds()
+            began = time.monotonic()
+            await asyncio.gather(*(writer(began + run.seconds) for _ in range(run.writers)))
+            elapsed = time.monotonic() - began
+            master_cpu = sum(cpu_seconds(n.server.pid) for n in masters) - master_before
+            replica_cpu = sum(cpu_seconds(n.server.pid) for n in replicas) - replica_before
+            client_cpu = own_cpu_seconds() - client_before
+            main_cpu = sum(_main_thread(i) for i in await info("cpu")) - main_before
+            stats = await info("commandstats")
+            memory_after = sum(int(i["used_memory"]) for i in await info("memory"))
+            one = int(await client.memory_usage(store.key(first_id)) or 0)
+            for admin in admins:
+                await admin.aclose()
+            await store.close()
+        finally:
+            cluster.remove()
+
+    def total(command: str, field: str) -> float:
+        return sum(float(s.get(f"cmdstat_{command}", {}).get(field, 0)) for s in stats)
+
+    return StoreFigures(
+        run=run,
+        ids=stored,
+        elapsed=elapsed,
+        server_cpu=master_cpu,
+        main_thread_cpu=main_cpu,
+        client_cpu=client_cpu,
+        script_usec=total("evalsha", "usec"),
+        script_calls=int(total("evalsha", "calls")),
+        set_calls=int(total("set", "calls")),
+        aof_rewrites=0,
+        memory_per_key=(memory_after - memory_before) / stored if stored else float("nan"),
+        memory_usage_one=one,
+        replica_cpu=replica_cpu,
+        masters=len(masters),
+    )
+
+
 async def repeats(run: StoreRun, count: int) -> list[StoreFigures]:
     return [await measure(run) for _ in range(count)]
 
 
 def print_figures(figures: list[StoreFigures]) -> None:
     run = figures[0].run
+    where = f"a cluster of {figures[0].masters} masters + replicas" if run.cluster else "one node"
     print(
         f"{len(figures)} repeats, {run.seconds:g} s each, {run.writers} writers x batches of "
-        f"{run.batch} new ids, AOF {'everysec' if run.aof else 'off'}"
+        f"{run.batch} new ids, AOF {'everysec' if run.aof else 'off'}, {where}"
     )
     rows: list[tuple[str, str, int]] = [
         ("ids stored per s (wall)", "ids_per_s", 0),
@@ -171,6 +263,7 @@ def print_figures(figures: list[StoreFigures]) -> None:
         ("server CPU per id (process), us", "server_us_per_id", 2),
         ("server CPU per id (main thread), us", "main_thread_us_per_id", 2),
         ("inside EVALSHA per id (wall), us", "script_us_per_id", 2),
+        ("replicas' CPU per id (cluster), us", "replica_us_per_id", 2),
         ("client CPU per id, us", "client_us_per_id", 2),
         ("used_memory per key, bytes", "memory_per_key", 0),
     ]
@@ -182,6 +275,8 @@ def print_figures(figures: list[StoreFigures]) -> None:
         + ", ".join(f"{f.ids:,}" for f in figures)
         + "; AOF rewrites during the runs: "
         + ", ".join(str(f.aof_rewrites) for f in figures)
+        + "; script calls per id: "
+        + ", ".join(f"{f.script_calls / f.ids:.3f}" for f in figures if f.ids)
     )
 
 
@@ -192,8 +287,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-aof", action="store_true", help="appendonly no (memory only)")
+    parser.add_argument("--cluster", action="store_true", help="3 masters + 3 replicas")
     args = parser.parse_args()
-    run = StoreRun(args.seconds, args.batch, args.writers, not args.no_aof)
+    run = StoreRun(args.seconds, args.batch, args.writers, not args.no_aof, args.cluster)
     print_figures(asyncio.run(repeats(run, args.repeats)))
 
 
