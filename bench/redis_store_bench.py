@@ -20,7 +20,7 @@ Where each figure comes from:
   stored (dict, expires dict and allocator overhead included), and ``MEMORY USAGE`` of one key.
 
     python -m bench.redis_store_bench [--seconds 8] [--batch 500] [--writers 2] [--repeats 3]
-                                      [--no-aof] [--cluster]
+                                      [--no-aof] [--cluster] [--ttl 3600]
 
 ``--cluster``: the same on a Redis Cluster of 3 masters and 3 replicas (tests/support), CPU summed
 over the masters (the replicas' apart); the keys of a batch spread over the hash slots, one script
@@ -56,6 +56,9 @@ class StoreRun:
     writers: int = 2
     aof: bool = True
     cluster: bool = False  # 3 masters + 3 replicas (tests/support/redis_cluster.py)
+    # OBJECT_TTL. Long by default: nothing expires, the write alone is measured. A short one
+    # (--ttl 1) makes the server expire keys as fast as they are written (the churn regime).
+    ttl: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class StoreFigures:
     aof_rewrites: int
     memory_per_key: float  # bytes, INFO memory used_memory delta / keys
     memory_usage_one: int  # bytes, MEMORY USAGE of one key
+    expired: int = 0  # INFO stats expired_keys during the run
     replica_cpu: float = 0.0  # a cluster's replicas, /proc/<pid>/stat
     masters: int = 1
 
@@ -117,7 +121,7 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
         server = RedisServer(Path(folder) / "redis", config=config).start()
         try:
             client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
-            store = RedisStore(client, prefix="object:", ttl_seconds=3600)
+            store = RedisStore(client, prefix="object:", ttl_seconds=run.ttl)
             await store.write({first_id - 1: datetime.now(UTC)})  # the script loaded, warm
             next_id = first_id
             stored = 0
@@ -132,7 +136,7 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
                     # concurrent writers would lose each other's counts.
                     stored += written
 
-            await client.config_resetstat()
+            await client.config_resetstat()  # expired_keys too
             memory_before = int((await client.info("memory"))["used_memory"])
             rewrites_before = int((await client.info("persistence"))["aof_rewrites"])
             main_before = _main_thread(await client.info("cpu"))
@@ -147,6 +151,7 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
             stats = await client.info("commandstats")
             memory_after = int((await client.info("memory"))["used_memory"])
             rewrites = int((await client.info("persistence"))["aof_rewrites"]) - rewrites_before
+            expired = int((await client.info("stats"))["expired_keys"])
             one = int(await client.memory_usage(store.key(first_id)) or 0)
             await store.close()
         finally:
@@ -165,6 +170,7 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
         aof_rewrites=rewrites,
         memory_per_key=(memory_after - memory_before) / stored if stored else float("nan"),
         memory_usage_one=one,
+        expired=expired,
     )
 
 
@@ -183,7 +189,7 @@ async def measure_cluster(run: StoreRun, first_id: int = 0) -> StoreFigures:
             client = RedisCluster(
                 startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in cluster.nodes]
             )
-            store = RedisStore(client, prefix="object:", ttl_seconds=3600)
+            store = RedisStore(client, prefix="object:", ttl_seconds=run.ttl)
             await store.write({first_id - 1: datetime.now(UTC)})
             masters = cluster.masters()
             replicas = [n for n in cluster.nodes if n not in masters]
@@ -275,6 +281,8 @@ def print_figures(figures: list[StoreFigures]) -> None:
         + ", ".join(f"{f.ids:,}" for f in figures)
         + "; AOF rewrites during the runs: "
         + ", ".join(str(f.aof_rewrites) for f in figures)
+        + "; keys expired during the runs: "
+        + ", ".join(f"{f.expired:,}" for f in figures)
         + "; script calls per id: "
         + ", ".join(f"{f.script_calls / f.ids:.3f}" for f in figures if f.ids)
     )
@@ -288,8 +296,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-aof", action="store_true", help="appendonly no (memory only)")
     parser.add_argument("--cluster", action="store_true", help="3 masters + 3 replicas")
+    parser.add_argument(
+        "--ttl", type=float, default=3600.0, help="OBJECT_TTL, s (1: keys expire as they come)"
+    )
     args = parser.parse_args()
-    run = StoreRun(args.seconds, args.batch, args.writers, not args.no_aof, args.cluster)
+    run = StoreRun(args.seconds, args.batch, args.writers, not args.no_aof, args.cluster, args.ttl)
     print_figures(asyncio.run(repeats(run, args.repeats)))
 
 
