@@ -1,13 +1,15 @@
 """``python -m bench``: every benchmark side by side in one run, written to docs/BENCHMARKS.md.
 
-    python -m bench                      # the full run (about 15 minutes), into docs/
+    python -m bench                      # the full run (about 19 minutes), into docs/
     python -m bench --smoke --output DIR # seconds long, for CI: the command works, end to end
 
 Sections, each a function of its own module (also runnable alone, see each module):
 1. acceptance (``bench.producer_bench``), 2. fan-out (``bench.consumer_bench``, saturate),
 3. pipeline overhead and the consumer's profile (``bench.consumer_bench`` through a real producer,
 ``bench.commit_clock``, ``bench.profile_summary``), 4. CPU and memory (from every section),
-5. the routine at scale (``bench.routine_bench``), 6. overload (capacity, then 4x it).
+5. the routine at scale (``bench.routine_bench``), 6. overload (capacity, then 4x it), 7. Redis as
+the store (``bench.consumer_bench`` with ``STORE=redis`` against ``STORE=postgres``, alternating,
+and ``bench.redis_store_bench``: Redis server CPU per stored id).
 
 Run it alone on the machine if you can (``flock /tmp/lastseen-heavy.lock python -m bench``).
 """
@@ -34,11 +36,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench.broker import broker_status
-from bench.consumer_bench import Bench, ConsumerRun
+from bench.consumer_bench import Bench, ConsumerFigures, ConsumerRun
 from bench.measure import ROOT, MachineInfo, load_average
 from bench.producer_bench import AcceptanceRun
 from bench.producer_bench import acceptance as run_acceptance
 from bench.profile_summary import summarise
+from bench.redis_store_bench import StoreRun
+from bench.redis_store_bench import repeats as store_repeats
 from bench.report import Results, write
 from bench.routine_bench import RoutineRun, routine_at_scale
 
@@ -56,9 +60,20 @@ class Plan:
     routine: RoutineRun
     capacity: ConsumerRun
     overload: ConsumerRun
+    stores: ConsumerRun
+    store_rounds: int
+    redis_store: StoreRun
+    redis_store_repeats: int
     overload_factor: float = 4.0
     sections: list[str] = field(
-        default_factory=lambda: ["acceptance", "fanout", "pipeline", "routine", "overload"]
+        default_factory=lambda: [
+            "acceptance",
+            "fanout",
+            "pipeline",
+            "routine",
+            "overload",
+            "redis",
+        ]
     )
 
 
@@ -93,6 +108,14 @@ def full_plan() -> Plan:
             broker_status=broker_status,
             **real,
         ),
+        # The same consumer at 3,000 ids/s with each store, published directly (the producer
+        # is the same for both): ~35 s a run, 3 rounds of 2, then ~40 s of store throughput.
+        stores=ConsumerRun(
+            max_consumers=12000, rate=3000, duration=20, warmup=8, read_back=False, **real
+        ),
+        store_rounds=3,
+        redis_store=StoreRun(seconds=8),
+        redis_store_repeats=3,
     )
 
 
@@ -131,6 +154,12 @@ def smoke_plan() -> Plan:
             broker_status=broker_status,
             **short,
         ),
+        stores=ConsumerRun(
+            max_consumers=400, rate=600, duration=1.5, warmup=0.5, read_back=False, **short
+        ),
+        store_rounds=1,
+        redis_store=StoreRun(seconds=1),
+        redis_store_repeats=1,
     )
 
 
@@ -185,12 +214,32 @@ async def overload(plan: Plan, results: Results, say: Say, _workdir: Path) -> No
     results.broker_after = await asyncio.to_thread(broker_status)
 
 
+def _say_store(say: Say, section: str, store: str, text: str) -> None:
+    say(section, f"{store}: {text}")
+
+
+async def redis(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    # Rounds alternate which store goes first, so a drift in the machine's load over the
+    # section does not favour one store.
+    for number in range(plan.store_rounds):
+        order = ("postgres", "redis") if number % 2 == 0 else ("redis", "postgres")
+        pair: dict[str, ConsumerFigures] = {}
+        for store in order:
+            label = f"7 redis {number + 1}/{plan.store_rounds}"
+            progress = partial(_say_store, say, label, store)
+            pair[store] = await Bench(replace(plan.stores, store=store), progress).run()
+        results.store_rounds.append((pair["postgres"], pair["redis"]))
+    say("7 redis store", f"Redis server CPU per id, {plan.redis_store_repeats} repeats")
+    results.redis_store = await store_repeats(plan.redis_store, plan.redis_store_repeats)
+
+
 SECTIONS: dict[str, Callable[[Plan, Results, Say, Path], Awaitable[None]]] = {
     "acceptance": acceptance,
     "fanout": fanout,
     "pipeline": pipeline,
     "routine": routine,
     "overload": overload,
+    "redis": redis,
 }
 
 
@@ -201,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections: acceptance,fanout,pipeline,routine,overload",
+        help="comma-separated sections: acceptance,fanout,pipeline,routine,overload,redis",
     )
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -49,7 +49,13 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.capacity_plan import CONSUMER_MAX_CONSUMERS, IDS_PER_MESSAGE, Measured, render
+from bench.capacity_plan import (
+    CONSUMER_MAX_CONSUMERS,
+    IDS_PER_MESSAGE,
+    Measured,
+    keep_hand_written,
+    render,
+)
 from bench.consumer_bench import Bench, ConsumerRun
 from bench.measure import ADMIN_DSN, AMQP_URI, ROOT, cpu_seconds, vm_hwm_mb
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
@@ -654,7 +660,8 @@ def main(argv: list[str] | None = None) -> Any:
     print(text)
     target = args.write or (None if args.smoke else SCALING_MD)
     if target is not None:
-        target.write_text(text)
+        previous = target.read_text() if target.exists() else ""
+        target.write_text(keep_hand_written(text, previous))
         print(f"written: {target}")
     return measured
 

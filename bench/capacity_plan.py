@@ -323,3 +323,15 @@ def render(measured: Measured, profile_name: str, command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# What follows this line in docs/SCALING.md is written by hand (the Redis Cluster plan, from
+# bench/redis_store_bench.py and python -m bench): a new run of python -m bench.capacity keeps it.
+KEPT = "<!-- written by hand below: python -m bench.capacity keeps what follows -->"
+
+
+def keep_hand_written(generated: str, previous: str) -> str:
+    """``generated`` followed by what ``previous`` holds after :data:`KEPT`, if anything."""
+    if KEPT not in previous:
+        return generated
+    return generated.rstrip("\n") + "\n\n" + KEPT + previous.split(KEPT, 1)[1]

@@ -12,6 +12,8 @@ single-flight cannot flatter the figures.
     python -m bench.consumer_bench saturate --max-consumers 2000 --duration 60
     # load: offer 3,000 ids/s for 60 s; CPU per id, peak RSS, freshness, pipeline overhead
     python -m bench.consumer_bench load --max-consumers 8000 --rate 3000 --duration 60
+    # the same with STORE=redis (a redis-server of the run's own; its CPU per id is printed)
+    python -m bench.consumer_bench load --store redis --max-consumers 8000 --rate 3000
 
 Definitions (printed with the figures):
 * ids/s: status lookups answered per second (the status API's own count), over the measured
@@ -69,6 +71,7 @@ from bench.verdicts import Spread, at, common_quantile
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
 from common.db import migrate
 from common.messages import IdsMessage
+from tests.support.redis_server import RedisServer
 
 FIRST_ID = 1_000_000_000
 IDS_PER_CALLBACK = 200
@@ -104,6 +107,8 @@ class ConsumerRun:
     profile_path: Path | None = None
     cprofile_path: str | None = None
     broker_status: Callable[[], dict[str, object]] | None = None  # sampled during the window
+    store: str = "postgres"  # STORE: postgres | redis (a redis-server of the run's own)
+    read_back: bool = True  # after the window, read the stored rows (freshness, overhead)
 
     @property
     def saturate(self) -> bool:
@@ -262,6 +267,7 @@ class Bench:
         self.received: dict[int, float] = {}  # block index -> received (epoch)
         self.offered_ids = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: RedisServer | None = None
         self.figures = ConsumerFigures(run)
 
     def take_ids(self) -> list[int]:
@@ -281,6 +287,9 @@ class Bench:
         channel = await connection.channel(publisher_confirms=True)
         await declare_topology(channel, self.queue)
         try:
+            if self.run_config.store == "redis":
+                # Never the machine's 6379 one: a server of the run's own, AOF everysec.
+                self.redis = RedisServer(self.workdir / "redis").start()
             status_url = self.start_status_server()
             if self.run_config.saturate:
                 self.progress("queueing the backlog")
@@ -297,6 +306,8 @@ class Bench:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+            if self.redis is not None:
+                self.redis.remove()
             await connection.close()
             await delete_topology(self.queue)
             await pool.close()
@@ -385,10 +396,15 @@ class Bench:
 
     def start_consumer(self, status_url: str) -> None:
         run = self.run_config
+        store: dict[str, str] = (
+            {"STORE": "redis", "REDIS_URL": self.redis.url}
+            if self.redis is not None
+            else postgres_env(self.database)
+        )
         env = {
             "AMQP_URI": AMQP_URI,
             "QUEUE_NAME": self.queue,
-            **postgres_env(self.database),
+            **store,
             "TESTER_ENDPOINT": status_url,
             "MAX_CONSUMERS": str(run.max_consumers),
             "BATCH_MAX_ROWS": str(run.batch_rows),
@@ -463,8 +479,11 @@ class Bench:
         self.progress("warm-up")
         await asyncio.sleep(run.warmup)
         served_0, _ = await served()
-        meters = {name: CpuMeter(process.pid) for name, process in self.processes.items()}
-        meters["load generator"] = CpuMeter(None)
+        pids: dict[str, int | None] = {name: p.pid for name, p in self.processes.items()}
+        if self.redis is not None:
+            pids["redis-server"] = self.redis.pid
+        pids["load generator"] = None
+        meters = {name: CpuMeter(pid) for name, pid in pids.items()}
         for meter in meters.values():
             meter.start()
         t_0 = time.monotonic()
@@ -504,7 +523,7 @@ class Bench:
         figures.rate = figures.ids_done / figures.window
         for name, meter in meters.items():
             seconds = meter.stop()
-            pid = self.processes[name].pid if name in self.processes else os.getpid()
+            pid = pids[name] or os.getpid()
             figures.costs[name] = ServiceCost(
                 seconds, 1000 * seconds / max(figures.ids_done, 1), vm_hwm_mb(pid)
             )
@@ -535,7 +554,8 @@ class Bench:
                 figures.timeline.append((time.monotonic() - t_0, float("nan"), depth))
                 self.progress(f"draining: {expected - served_now:,} ids left")
                 await asyncio.sleep(0.5)
-        if not run.saturate:  # let the last rows of the window land
+        read_back = not run.saturate and run.read_back and self.redis is None
+        if read_back:  # let the last rows of the window land
             await self.wait_window_stored(pool, window_end)
         stop_offer.set()
         if offer is not None:
@@ -550,7 +570,7 @@ class Bench:
             figures.callbacks_failed = load.failed
             figures.callbacks_spooled = load.spooled
             figures.callback_latency = load.latencies
-        if not run.saturate:
+        if read_back:
             await self.read_rows(pool, clock, window_start, window_end)
 
     async def py_spy(self, pid: int, run: ConsumerRun) -> Path | None:
@@ -701,6 +721,9 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, help="run the consumer under nice -n N")
     parser.add_argument("--drain", action="store_true", help="time the backlog's drain after")
     parser.add_argument("--profile", help="run the consumer under cProfile, stats to this file")
+    parser.add_argument(
+        "--store", choices=["postgres", "redis"], default="postgres", help="the consumer's STORE"
+    )
     args = parser.parse_args()
     run = ConsumerRun(
         max_consumers=args.max_consumers,
@@ -716,7 +739,8 @@ def main() -> None:
         status_client=args.status_client,
         via_producer=args.via_producer,
         consumer_nice=args.nice,
-        track_commits=args.mode == "load",
+        track_commits=args.mode == "load" and args.store == "postgres",
+        store=args.store,
         drain=args.drain,
         cprofile_path=args.profile,
     )

@@ -19,6 +19,7 @@ from bench.consumer_bench import PARTS, ConsumerFigures
 from bench.measure import ADMIN_DSN, AMQP_URI, MachineInfo, percentile
 from bench.producer_bench import BARE, Figures, Target, fixed_p99_ms, vs_bare
 from bench.profile_summary import ProfileSummary
+from bench.redis_store_bench import StoreFigures
 from bench.routine_bench import ROUTINE_RATIO, RoutineFigures
 from bench.verdicts import Spread, at, common_quantile, judge, quantile
 from common.durations import format_duration
@@ -33,6 +34,11 @@ PRODUCER_P99_MS = 25.0
 OVERHEAD_P99_MS = 250.0
 OVERLOAD_RSS_MB = 200.0
 DRAIN_VS_CAPACITY = 0.9
+# Issue 20: the consumer with STORE=redis costs no more CPU per id than with PostgreSQL, and one
+# Redis core stores at least 100,000 ids/s (so at most 10 us of Redis CPU per id).
+REDIS_VS_POSTGRES = 1.0
+REDIS_IDS_PER_CORE = 100_000
+REDIS_US_PER_ID = 1e6 / REDIS_IDS_PER_CORE
 
 
 @dataclass
@@ -54,6 +60,9 @@ class Results:
     broker_before: dict[str, object] = field(default_factory=dict)
     broker_after: dict[str, object] = field(default_factory=dict)
     section_seconds: dict[str, float] = field(default_factory=dict)
+    # Issue 20: (STORE=postgres, STORE=redis) per round, and the Redis store's throughput.
+    store_rounds: list[tuple[ConsumerFigures, ConsumerFigures]] = field(default_factory=list)
+    redis_store: list[StoreFigures] = field(default_factory=list)
 
 
 def ms(value: float) -> str:
@@ -227,6 +236,8 @@ def write(results: Results, output: Path) -> Path:
     if results.overload is not None:
         plot_overload(results.overload, plots / "overload.png")
         lines += _overload(results)
+    if results.store_rounds or results.redis_store:
+        lines += _redis(results)
     notes = plots / "NOTES.md"
     if notes.exists():  # hand-written reading of a run, kept across runs (it carries its date)
         lines += ["## Reading the run (hand-written: benchmarks/NOTES.md)", "", notes.read_text()]
@@ -282,7 +293,7 @@ def _header(results: Results) -> list[str]:
 def _row(
     name: str, goal: str, statistic: str, spread: Spread, target: float, at_most: bool, unit: str
 ) -> tuple[str, str, str, str, str]:
-    digits = 3 if unit == " ms" and target < 1 else (2 if unit in ("", "×") else 0)
+    digits = 3 if unit == " ms" and target < 1 else (2 if unit in ("", "×", " µs") else 0)
     found = judge(spread, target, at_most=at_most)
     return (name, goal, statistic, spread.label(digits, unit), f"**{found}**")
 
@@ -379,8 +390,35 @@ def _targets(results: Results) -> list[str]:
         )
     if results.overload is not None:
         rows.append(_overload_verdict(results, results.overload))
+    if results.store_rounds:
+        rate = results.store_rounds[0][0].run.rate
+        rows.append(
+            _row(
+                f"consumer CPU per id at {rate:,.0f} ids/s, STORE=redis vs STORE=postgres",
+                f"≤ {REDIS_VS_POSTGRES:g}×",
+                "ratio of CPU / ids served, round by round (alternating)",
+                redis_vs_postgres(results),
+                REDIS_VS_POSTGRES,
+                True,
+                "×",
+            )
+        )
+    if results.redis_store:
+        run = results.redis_store[0].run
+        rows.append(
+            _row(
+                f"Redis CPU per stored id (one core ≥ {REDIS_IDS_PER_CORE:,} ids/s)",
+                f"≤ {REDIS_US_PER_ID:g} µs",
+                f"redis-server CPU / ids stored, {run.writers} writers × {run.batch}-id batches, "
+                "per run",
+                Spread.of(f.server_us_per_id for f in results.redis_store),
+                REDIS_US_PER_ID,
+                True,
+                " µs",
+            )
+        )
     return [
-        "## Targets (issue 14), judged on repeats (issue 25)",
+        "## Targets (issues 14 and 20), judged on repeats (issue 25)",
         "",
         "Each figure is measured several times in this run (alternating where it is a pair): the "
         "table gives the median and the range. **met** when every repeat meets the goal, "
@@ -392,6 +430,14 @@ def _targets(results: Results) -> list[str]:
         "",
         *_noise(results),
     ]
+
+
+def redis_vs_postgres(results: Results) -> Spread:
+    """The consumer's CPU per id with STORE=redis over that with STORE=postgres, per round."""
+    return Spread.of(
+        r.costs["consumer"].cpu_ms_per_id / p.costs["consumer"].cpu_ms_per_id
+        for p, r in results.store_rounds
+    )
 
 
 def _noise(results: Results) -> list[str]:
@@ -869,3 +915,109 @@ def _overload(results: Results) -> list[str]:
         f"![overload]({PLOTS}/overload.png)",
         "",
     ]
+
+
+def _redis(results: Results) -> list[str]:
+    lines = ["## 7. Redis as the store (issue 20)", ""]
+    if results.store_rounds:
+        run = results.store_rounds[0][0].run
+        rows = []
+        for number, pair in enumerate(results.store_rounds, 1):
+            for f in pair:
+                consumer = f.costs["consumer"]
+                redis_cpu = f.costs.get("redis-server")
+                rows.append(
+                    (
+                        str(number),
+                        f.run.store,
+                        f"{f.rate:,.0f}",
+                        f"{consumer.cpu_ms_per_id:.4f}",
+                        num(consumer.peak_rss_mb),
+                        f"{1000 * redis_cpu.cpu_ms_per_id:.1f}" if redis_cpu else "–",
+                    )
+                )
+        lines += [
+            f"The same `python -m consumer` (`MAX_CONSUMERS={run.max_consumers}`, batches of "
+            f"{run.batch_rows} rows / {run.batch_delay}) at {run.rate:,.0f} ids/s offered, "
+            f"{run.ids_per_message} ids per message published straight to its queue, the status "
+            f"API answering after {run.delay_min}–{run.delay_max} s, with `STORE=postgres` (the "
+            "shared PostgreSQL) and with `STORE=redis` (a redis-server the run starts on a free "
+            "port, AOF `everysec`; never the machine's one), "
+            f"rounds: {len(results.store_rounds)}, the order of the two alternating; each run "
+            f"{run.duration:.0f} s after a {run.warmup:.0f} s warm-up. "
+            "CPU per id as in section 4 (per id answered: half of them are online and stored). "
+            "Ratio "
+            f"redis / postgres, per round: **{redis_vs_postgres(results).label(2, '×')}**.",
+            "",
+            *table(
+                (
+                    "round",
+                    "STORE",
+                    "ids/s served",
+                    "consumer CPU ms/id",
+                    "consumer peak RSS MB",
+                    "redis-server CPU µs/id",
+                ),
+                rows,
+            ),
+            "",
+        ]
+    if results.redis_store:
+        figures = results.redis_store
+        run = figures[0].run
+
+        def spread(attribute: str, digits: int) -> str:
+            return Spread.of(getattr(f, attribute) for f in figures).label(digits)
+
+        lines += [
+            "Redis server CPU per stored id (`bench/redis_store_bench.py`): a fresh redis-server "
+            f"per run (AOF `{'everysec' if run.aof else 'off'}`), {run.writers} writers each "
+            f"sending `RedisStore.write` batches of {run.batch} new ids (the consumer's batch) "
+            f"back to back for {run.seconds:g} s; ids stored per run: "
+            + ", ".join(f"{f.ids:,}" for f in figures)
+            + ".",
+            "",
+            *table(
+                ("figure", "median (range, runs)", "from"),
+                [
+                    (
+                        "ids stored per second of redis-server CPU",
+                        spread("ids_per_core_s", 0),
+                        "ids written / (utime + stime) of `/proc/<pid>/stat`",
+                    ),
+                    (
+                        "redis-server CPU per id, µs (the process)",
+                        spread("server_us_per_id", 2),
+                        "`/proc/<pid>/stat`",
+                    ),
+                    (
+                        "… of its main thread, µs",
+                        spread("main_thread_us_per_id", 2),
+                        "`INFO cpu` used_cpu_{sys,user}_main_thread",
+                    ),
+                    (
+                        "inside the script per id, µs (wall)",
+                        spread("script_us_per_id", 2),
+                        "`INFO commandstats` cmdstat_evalsha usec / ids",
+                    ),
+                    ("ids stored per second (wall)", spread("ids_per_s", 0), "the writers"),
+                    (
+                        "benchmark client CPU per id, µs",
+                        spread("client_us_per_id", 2),
+                        "redis-py, this process",
+                    ),
+                    (
+                        "memory per key, bytes",
+                        spread("memory_per_key", 0),
+                        "`INFO memory` used_memory after − before, / keys",
+                    ),
+                    (
+                        "one key, bytes",
+                        str(figures[0].memory_usage_one),
+                        "`MEMORY USAGE object:<id>`",
+                    ),
+                ],
+            ),
+            "",
+        ]
+    return lines

@@ -1,8 +1,9 @@
 """``python -m liveview [--once] [--json]``: the suite at a glance, redrawn every second.
 
-Reads the services' ``/metrics``, RabbitMQ's management API and PostgreSQL directly (no
-Prometheus server needed). Settings come from the environment and ``.env`` (``--env-file``)
-through the services' own settings models (liveview/settings.py); the flags override them.
+Reads the services' ``/metrics``, RabbitMQ's management API and the store (PostgreSQL, or Redis
+with ``STORE=redis``) directly (no Prometheus server needed). Settings come from the environment
+and ``.env`` (``--env-file``) through the services' own settings models (liveview/settings.py);
+the flags override them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from liveview.sources import (
     expand_hosts,
     read_metrics,
     read_queues,
+    read_redis,
     read_table,
 )
 
@@ -53,10 +55,15 @@ async def _bounded(what: str, reading: object) -> object:
 
 async def read_all(config: Config, client: httpx.AsyncClient, loop_time: float) -> Reading:
     consumer_urls = [url for base in config.consumers for url in await expand_hosts(base)]
+    if config.redis is not None:
+        store = read_redis(config.redis)
+    else:
+        assert config.database is not None  # noqa: S101 - load_config sets one of the two
+        store = read_table(config.database)
     results = await asyncio.gather(
         _bounded("producer", read_metrics(client, config.producer, "producer")),
         _bounded("rabbitmq", read_queues(client, config.broker, config.queue_name)),
-        _bounded("postgresql", read_table(config.database)),
+        _bounded(config.store_name, store),
         *(
             _bounded(f"consumer {url}", read_metrics(client, url, f"consumer {url}"))
             for url in consumer_urls
@@ -70,7 +77,9 @@ async def read_all(config: Config, client: httpx.AsyncClient, loop_time: float) 
     consumer_samples: list[Samples | SourceDown] = [
         c for c in consumers if isinstance(c, dict | SourceDown)
     ]
-    return Reading(loop_time, datetime.now(UTC), producer, consumer_samples, queues, table)
+    return Reading(
+        loop_time, datetime.now(UTC), producer, consumer_samples, queues, table, config.store_name
+    )
 
 
 async def run(config: Config, *, once: bool, as_json: bool, interval: float) -> None:

@@ -1,8 +1,10 @@
 """The live view's settings: the services' own models, so it logs in wherever they do.
 
-``AMQP_URI`` and ``QUEUE_NAME`` come through :class:`common.settings.AmqpSettings` and
-``POSTGRES_*`` through :class:`common.settings.PostgresSettings`, the models the consumer and the
-routine build: ``*_FILE`` secrets, TLS files and every host of a list mean the same here.
+``AMQP_URI`` and ``QUEUE_NAME`` come through :class:`common.settings.AmqpSettings`, ``STORE``
+through :class:`common.store.settings.StoreChoice`, and then ``POSTGRES_*`` through
+:class:`common.settings.PostgresSettings` or ``REDIS_*`` through
+:class:`common.store.settings.RedisSettings`, the models the consumer and the routine build:
+``*_FILE`` secrets, TLS files and every host of a list mean the same here.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, ValidationError
+from pydantic_settings import BaseSettings
 
 from common.secrets import SecretFileError
-from common.settings import AmqpSettings, PostgresSettings, ServiceSettings, describe_errors
+from common.settings import AmqpSettings, PostgresSettings, describe_errors
+from common.store.settings import RedisSettings, StoreChoice
 from liveview.sources import Broker, Database
 
 DEFAULT_ENV_FILE = ".env"
@@ -49,16 +53,25 @@ class ViewAndDatabaseSettings(ViewSettings, PostgresSettings):
     one line names every bad setting."""
 
 
+class ViewAndRedisSettings(ViewSettings, RedisSettings):
+    """With ``STORE=redis``: ``REDIS_*`` instead of ``POSTGRES_*``, as the consumer reads them."""
+
+
 @dataclass(frozen=True)
 class Config:
     producer: str
     consumers: list[str]
     broker: Broker
     queue_name: str
-    database: Database
+    database: Database | None  # STORE=postgres (the default), or --dsn
+    redis: RedisSettings | None = None  # STORE=redis
+
+    @property
+    def store_name(self) -> str:
+        return "redis" if self.redis is not None else "postgresql"
 
 
-ModelT = TypeVar("ModelT", bound=ServiceSettings)
+ModelT = TypeVar("ModelT", bound=BaseSettings)
 
 
 def _build(model: type[ModelT], env_files: Sequence[str]) -> ModelT:
@@ -85,7 +98,14 @@ def load_config(
         if name != DEFAULT_ENV_FILE and not Path(name).is_file():
             raise ConfigurationError(f"--env-file {name}: no such file")
     view: ViewSettings
-    if dsn:
+    redis: RedisSettings | None = None
+    database: Database | None = None
+    store = _build(StoreChoice, files).store
+    if store == "redis" and not dsn:
+        view = redis = _build(ViewAndRedisSettings, files)
+        if not redis.redis_url:
+            raise ConfigurationError("REDIS_URL is required with STORE=redis (nor REDIS_URL_FILE)")
+    elif dsn:
         # a libpq URL as given, with its own sslmode: POSTGRES_* are not read at all
         view = _build(ViewSettings, files)
         database = Database(dsn=dsn, ssl=None, user=urlsplit(dsn).username or "postgres")
@@ -102,4 +122,5 @@ def load_config(
         broker=Broker.from_amqp_uri(view.amqp_nodes[0], rabbitmq),
         queue_name=view.queue_name,
         database=database,
+        redis=redis,
     )

@@ -25,6 +25,7 @@ class Reading:
     consumers: list[Samples | SourceDown]
     queues: QueueDepths | SourceDown
     table: Table | SourceDown
+    store: str = "postgresql"  # the store the table was read from: postgresql | redis
 
 
 def total(samples: Samples, name: str) -> float:
@@ -150,8 +151,8 @@ def summarize(readings: Sequence[Reading]) -> Snapshot:
         )
         values["lag_p99_s"] = _window_p99(then_samples, now_samples)
 
-    # PostgreSQL
-    sources["postgresql"] = _source_text(last.table)
+    # the store: PostgreSQL's object table, or Redis's keys
+    sources[last.store] = _source_text(last.table)
     if isinstance(last.table, Table):
         values["rows"] = last.table.rows
         values["oldest_last_seen"] = (
@@ -191,7 +192,7 @@ LINES = (
     ("ids/s out (consumers)", "ids_out_per_s", "/s"),
     ("rows/s stored", "stored_per_s", "/s"),
     ("lag p99 (window)", "lag_p99_s", " s"),
-    ("rows in object", "rows", ""),
+    ("objects stored", "rows", ""),
     ("oldest last_seen", "oldest_last_seen", ""),
     ("oldest age", "oldest_age_s", " s"),
     ("spool depth", "spool_depth", ""),

@@ -1,6 +1,7 @@
-"""Where the live view reads from: the services' ``/metrics``, RabbitMQ's management API and
-PostgreSQL. Each read either returns its figures or raises :class:`SourceDown` saying, in one
-line, whether the source did not answer or refused the credentials."""
+"""Where the live view reads from: the services' ``/metrics``, RabbitMQ's management API and the
+store (PostgreSQL's ``object`` table, or Redis's keys with ``STORE=redis``). Each read either
+returns its figures or raises :class:`SourceDown` saying, in one line, whether the source did not
+answer or refused the credentials."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
+
+from common.store.redis import RedisStore, redis_client
+from common.store.settings import RedisSettings
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, list[tuple[Labels, float]]]
@@ -146,6 +153,9 @@ class Database:
 
 @dataclass(frozen=True)
 class Table:
+    """What the store holds: objects stored, and the oldest ``last_seen`` where the store can
+    tell cheaply (PostgreSQL; Redis keys expire by themselves, so ``None`` there)."""
+
     rows: int
     oldest_last_seen: datetime | None
     oldest_age: float | None
@@ -175,6 +185,27 @@ async def read_table(database: Database) -> Table:
         await connection.close(timeout=1)
     assert row is not None  # noqa: S101 - an aggregate without GROUP BY returns one row
     return Table(int(row["rows"]), row["oldest"], row["age"])
+
+
+async def read_redis(settings: RedisSettings) -> Table:
+    """The keys under ``REDIS_KEY_PREFIX``, by :meth:`RedisStore.count` (SCAN, every primary of a
+    cluster): O(keys), bounded by the view's per-source deadline like every other read."""
+    client = redis_client(settings)
+    # One try: the view asks again next second, and redis-py's default retries (a refused
+    # password is a ConnectionError to it) would outlast the per-source deadline.
+    client.set_retry(Retry(NoBackoff(), 0))
+    store = RedisStore(client, prefix=settings.redis_key_prefix, ttl_seconds=settings.object_ttl)
+    try:
+        rows = await store.count()
+    except AuthenticationError as error:
+        raise SourceDown(
+            "refused", f"redis refused the credentials in REDIS_URL: {_describe(error)}"
+        ) from None
+    except RedisStore.errors as error:
+        raise SourceDown("unreachable", f"redis: {_describe(error)}") from None
+    finally:
+        await store.close()
+    return Table(rows, None, None)
 
 
 def _describe(error: BaseException) -> str:

@@ -4,9 +4,16 @@
 The compare-and-set is a Lua script run by the server (:data:`MONOTONIC_SET`): atomic per key, so
 two consumers writing the same id cannot move it back in time, and the expiry is absolute
 (``PXAT``), so a late write of an old time never extends an object's life. One standalone server
-gets the whole batch in one script call per :data:`KEYS_PER_CALL` keys; a cluster gets one call per
-hash slot (a script's keys must share a slot), pipelined and grouped per node by redis-py's cluster
-pipeline, which also follows MOVED and ASK while slots move.
+gets the whole batch in one script call per :data:`KEYS_PER_CALL` keys. A cluster gets one call per
+*node* likewise, sent to the node the client's slot map names: the script is flagged
+``allow-cross-slot-keys`` (Redis 7) and takes those keys as arguments, so they need only live on
+that node, not in one hash slot — with keys spread over 16,384 slots, a call per slot was a call
+per key, twice the server's CPU and several times the client's (``python -m
+bench.redis_store_bench --cluster``). A node that no longer serves one of the keys (a slot moved,
+is migrating, or its master failed over) stops the call at that key with a cluster error, the keys
+before it written and counted: the rest are sent again one call per slot, declared, through
+redis-py's cluster pipeline, which follows MOVED and ASK while slots move (each write is atomic
+per key and idempotent).
 
 The script is sent once (``SCRIPT LOAD``) and then called by its SHA (``EVALSHA``). A server that
 does not know it (restarted, or a replica just promoted: the script cache is neither persisted nor
@@ -26,10 +33,15 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
+    TryAgainError,
 )
 
 from common.retrying import DependencyUnavailable, retry_connect
@@ -37,22 +49,39 @@ from common.store.settings import RedisSettings
 
 log = structlog.get_logger(__name__)
 
-# KEYS: the objects' keys; ARGV[1]: OBJECT_TTL in ms; ARGV[1 + i]: KEYS[i]'s last_seen in ms.
-# Returns {keys written, keys overwritten because they held no integer}.
+# Two layouts of the same call. Per slot: KEYS the objects' keys (declared, so the server checks
+# they are its own and redirects otherwise), ARGV[1] OBJECT_TTL in ms, ARGV[1 + i] KEYS[i]'s
+# last_seen in ms. Per node (a cluster): no KEYS, ARGV[1] the TTL, then the n keys, then their n
+# last_seen: a call's declared keys must share one slot, while keys it touches need only be the
+# node's own under the allow-cross-slot-keys flag.
+# Returns {keys written, keys overwritten because they held no integer}; or, when a SET fails for
+# another reason than the key's type (a key this node does not serve: a slot moved or migrating, a
+# failover), {written, overwritten, keys done before it, the error}: the keys before it are written
+# and counted, the others are sent again per slot (or the batch retried).
 #
 # One SET per key in the usual case (a new key, or a newer time): SET ... GET writes and hands back
 # what was there, and only when that was a newer time is it put back, with its own expiry. Reading
 # first (GET, then SET) costs two server calls per key, and the calls are the script's cost:
-# bench/redis_store_bench.py. pcall: a key of another type (a hash...) answers SET ... GET with an
-# error, which would abort the whole script; a plain SET replaces any type.
-MONOTONIC_SET = """
+# bench/redis_store_bench.py. pcall: a key of another type (a hash...) answers SET ... GET with a
+# WRONGTYPE error, which would abort the whole script; a plain SET replaces any type.
+MONOTONIC_SET = """#!lua flags=allow-cross-slot-keys
 local ttl = tonumber(ARGV[1])
+local n = #KEYS
+local declared = n > 0
+if not declared then
+    n = (#ARGV - 1) / 2
+end
+local values = declared and 1 or 1 + n
 local written, overwritten = 0, 0
-for i, key in ipairs(KEYS) do
-    local seen = ARGV[i + 1]
+for i = 1, n do
+    local key = declared and KEYS[i] or ARGV[1 + i]
+    local seen = ARGV[values + i]
     local seen_ms = tonumber(seen)
     local previous = redis.pcall('SET', key, seen, 'PXAT', seen_ms + ttl, 'GET')
     if type(previous) == 'table' and previous.err then
+        if not string.find(previous.err, 'WRONGTYPE', 1, true) then
+            return {written, overwritten, i - 1, previous.err}
+        end
         redis.call('SET', key, seen, 'PXAT', seen_ms + ttl)
         overwritten = overwritten + 1
         written = written + 1
@@ -74,6 +103,15 @@ return {written, overwritten}
 KEYS_PER_CALL = 1000
 
 Client = Redis | RedisCluster
+# keys, their last_seen in ms (both as the bytes sent), the target node (None: routed by slot)
+Call = tuple[list[bytes], list[bytes], ClusterNode | None]
+
+# A per-node call the node refused (its keys are not all its own now): those keys are sent again
+# one call per slot.
+REROUTE = (MovedError, AskError, TryAgainError, ClusterDownError, RedisClusterException)
+# What a script's own access to a key the node cannot serve answers (Redis 7's
+# scriptVerifyClusterState), and a refusal of cross-slot keys.
+CLUSTER_REFUSALS = ("non local key", "cluster is down", "CROSSSLOT", "same slot")
 
 
 class ReplicasBehind(RedisError):
@@ -112,10 +150,12 @@ class RedisStore:
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self._prefix = prefix.encode()
         self._ttl_ms = round(ttl_seconds * 1000)
         self._min_replicas = min_replicas
         self._wait_timeout_ms = max(1, round(wait_timeout * 1000))
         self.overwritten = 0
+        self.rerouted = 0  # per-node calls sent again per slot (a cluster's slot map was stale)
         self._sha: str | None = None
         self._cluster = isinstance(client, RedisCluster)
 
@@ -125,6 +165,8 @@ class RedisStore:
     async def write(self, latest: Mapping[int, datetime]) -> int:
         if not latest:
             return 0
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()  # the slot map, once (a no-op afterwards)
         calls = self._calls(latest)
         if self._sha is None:
             self._sha = await self._load_script()
@@ -135,39 +177,85 @@ class RedisStore:
             self._sha = await self._load_script()
             return await self._run(self._sha, calls)
 
-    def _calls(self, latest: Mapping[int, datetime]) -> list[tuple[list[str], list[int]]]:
-        """(keys, their last_seen in ms) per script call."""
+    def _calls(self, latest: Mapping[int, datetime]) -> list[Call]:
+        """The script calls of a batch: on one server, chunks of :data:`KEYS_PER_CALL`; on a
+        cluster, the same per node that serves the keys' slots (as the client knows them)."""
+        # Bytes built here, not by the client's encoder: half the client's CPU per id
+        # (bench/redis_store_bench.py, client CPU per id).
+        prefix = self._prefix
+        items = [(prefix + b"%d" % i, b"%d" % epoch_ms(seen)) for i, seen in latest.items()]
         if not self._cluster:
-            items = [(self.key(i), epoch_ms(seen)) for i, seen in latest.items()]
-            return [
-                ([key for key, _ in chunk], [ms for _, ms in chunk])
-                for chunk in (
-                    items[start : start + KEYS_PER_CALL]
-                    for start in range(0, len(items), KEYS_PER_CALL)
-                )
-            ]
-        by_slot: dict[int, tuple[list[str], list[int]]] = defaultdict(lambda: ([], []))
-        for object_id, seen in latest.items():
-            key = self.key(object_id)
-            keys, values = by_slot[key_slot(key.encode())]
-            keys.append(key)
-            values.append(epoch_ms(seen))
+            return _chunks(items, None)
+        assert isinstance(self.client, RedisCluster)  # noqa: S101 - narrows the type
+        by_node: dict[str, tuple[ClusterNode, list[tuple[bytes, bytes]]]] = {}
+        unknown: list[tuple[bytes, bytes]] = []
+        nodes = self.client.nodes_manager
+        for key, ms in items:
+            try:
+                node = nodes.get_node_from_slot(key_slot(key))
+            except RedisClusterException:  # no master known for the slot now (a failover)
+                unknown.append((key, ms))
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append((key, ms))
+        calls = [call for node, part in by_node.values() for call in _chunks(part, node)]
+        if unknown:
+            calls += self._per_slot(_chunks(unknown, None))
+        return calls
+
+    def _per_slot(self, calls: list[Call]) -> list[Call]:
+        """``calls``' keys one call per hash slot, routed by the client (MOVED, ASK followed)."""
+        by_slot: dict[int, tuple[list[bytes], list[bytes], None]] = defaultdict(
+            lambda: ([], [], None)
+        )
+        for keys, values, _ in calls:
+            for key, ms in zip(keys, values, strict=True):
+                slot_keys, slot_values, _ = by_slot[key_slot(key)]
+                slot_keys.append(key)
+                slot_values.append(ms)
         return list(by_slot.values())
 
-    async def _run(self, sha: str, calls: list[tuple[list[str], list[int]]]) -> int:
+    async def _run(self, sha: str, calls: list[Call]) -> int:
         pipe = self.client.pipeline(transaction=False)
-        for keys, values in calls:
-            pipe.evalsha(sha, len(keys), *keys, self._ttl_ms, *values)
+        for keys, values, node in calls:
+            if node is None:
+                pipe.evalsha(sha, len(keys), *keys, self._ttl_ms, *values)
+            else:
+                pipe.execute_command(
+                    "EVALSHA", sha, 0, self._ttl_ms, *keys, *values, target_nodes=node
+                )
         if self._min_replicas:
             # Same connection as the writes (one node, not transactional): WAIT covers them.
             pipe.execute_command("WAIT", self._min_replicas, self._wait_timeout_ms)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         written = overwritten = 0
-        for result in results[: len(calls)]:
+        refused: list[Call] = []
+        failure: BaseException | None = None
+        for call, result in zip(calls, results[: len(calls)], strict=True):
+            keys, values, node = call
+            if node is not None and _refused_by_node(result):
+                refused.append(call)  # refused whole, before anything ran
+                continue
             if isinstance(result, BaseException):
-                raise result
+                failure = failure or result
+                continue
             written += int(result[0])
             overwritten += int(result[1])
+            if len(result) > 2:  # stopped at a key: the ones before it are written and counted
+                done, error = int(result[2]), ResponseError(_text(result[3]))
+                if node is not None and _refused_by_node(error):
+                    refused.append((keys[done:], values[done:], node))
+                else:
+                    failure = failure or error
+        if overwritten:
+            # Counted before any retry: a retried key holds a time by then, not the garbage.
+            log.warning("redis_garbage_overwritten", keys=overwritten)
+            self.overwritten += overwritten
+        if failure is not None:
+            raise failure
+        if refused:
+            log.info("redis_calls_rerouted", calls=len(refused))
+            self.rerouted += len(refused)
+            written += await self._run(sha, self._per_slot(refused))
         if self._min_replicas:
             acknowledged = results[-1]
             if isinstance(acknowledged, BaseException):
@@ -177,9 +265,6 @@ class RedisStore:
                     f"{acknowledged} of {self._min_replicas} replicas acknowledged within "
                     f"{self._wait_timeout_ms} ms"
                 )
-        if overwritten:
-            log.warning("redis_garbage_overwritten", keys=overwritten)
-            self.overwritten += overwritten
         return written
 
     async def _load_script(self) -> str:
@@ -208,6 +293,30 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _chunks(items: list[tuple[bytes, bytes]], node: ClusterNode | None) -> list[Call]:
+    return [
+        ([key for key, _ in chunk], [ms for _, ms in chunk], node)
+        for chunk in (
+            items[start : start + KEYS_PER_CALL] for start in range(0, len(items), KEYS_PER_CALL)
+        )
+    ]
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _refused_by_node(result: object) -> bool:
+    """A per-node call stopped at a key the node does not serve now (the script's cluster error:
+    a slot moved or migrating, a failover), or refused by the client or the cluster: its keys are
+    sent again per slot."""
+    if isinstance(result, REROUTE):
+        return True
+    return isinstance(result, ResponseError) and any(
+        text in str(result) for text in CLUSTER_REFUSALS
+    )
 
 
 def redis_client(settings: RedisSettings) -> Client:

@@ -1,7 +1,8 @@
 """``python -m bench --smoke``: the benchmark command runs end to end, so it cannot rot.
 
 Seconds long, against the test broker and database: every section runs (producer acceptance,
-fan-out, pipeline overhead with the consumer's profile, the routine, overload), and the report and
+fan-out, pipeline overhead with the consumer's profile, the routine, overload, the consumer with
+STORE=redis against STORE=postgres and the Redis server's CPU per id), and the report and
 its plots land in the directory given with ``--output``. The figures are not checked: a smoke run
 on a shared machine proves nothing about speed.
 """
@@ -29,12 +30,13 @@ SECTIONS = (
     "## Where the consumer's time goes",
     "## 5. The routine at scale",
     "## 6. Overload",
+    "## 7. Redis as the store",
 )
 NONE = "\N{EN DASH}"  # the report's cell for a figure not measured
 PLOTS = ("acceptance", "fanout", "pipeline_overhead", "routine", "overload")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(160)
 def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path: Path) -> None:
     output = tmp_path / "report"
     env = {
@@ -49,7 +51,7 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
         env=env,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,10 +64,12 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
     header = "| target | goal | statistic | median (range, repeats) | verdict |"
     assert header in report
     rows = report.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
-    assert len(rows) == 6, rows
+    assert len(rows) == 8, rows
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        if cells[0].startswith(("producer", "commit latency")):  # one round, one pair
+        # One round, one pair, one Redis run each in the smoke plan.
+        one_run = ("producer", "commit latency", "consumer CPU per id at 600 ids/s, STORE", "Redis")
+        if cells[0].startswith(one_run):
             assert cells[3].endswith("(one run)") or cells[3] == NONE, row
             assert cells[4] in ("**one run: no verdict**", "**not measured**"), row
         elif not cells[0].startswith("overload"):  # the pipeline window's three parts
@@ -74,6 +78,11 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
         plot = output / "benchmarks" / f"{name}.png"
         assert plot.read_bytes().startswith(b"\x89PNG"), f"{plot} is not a PNG"
         assert f"(benchmarks/{name}.png)" in report, f"{name}.png not linked"
+    # Both stores ran: the Redis rows carry the consumer's and the redis-server's CPU.
+    redis_section = report.split("## 7. Redis as the store", 1)[1]
+    assert "| 1 | postgres |" in redis_section
+    assert "| 1 | redis |" in redis_section
+    assert "MEMORY USAGE object:<id>" in redis_section
 
 
 def test_bench_refuses_an_unknown_section() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -120,3 +121,39 @@ async def test_no_online_id_lost_through_kill_failover_and_resharding(
         await reader.aclose()
         await consumer.stop()
     assert len(evens) >= 3000
+
+
+async def test_one_call_per_node_and_per_slot_again_where_the_map_is_stale(
+    cluster: RedisClusterNodes,
+) -> None:
+    """A batch goes to each master in one script call; slots moved behind the client's back
+    make the owner of its map refuse the call at the first key it no longer serves, and those
+    keys are written per slot, following MOVED. Monotonic writes and overwritten garbage hold on
+    the per-node path as on one server."""
+    cluster.wait_healthy()
+    client = redis.asyncio.RedisCluster(
+        startup_nodes=[
+            ClusterNode("127.0.0.1", node.port) for node in cluster.nodes if node.server.running
+        ]
+    )
+    store = RedisStore(client, prefix="stale:", ttl_seconds=600)
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        assert await store.write(dict.fromkeys(range(1000), now)) == 1000
+        assert store.rerouted == 0
+        # someone else's values: not a time, and not even a string
+        await client.set("stale:1000", "garbage")
+        await client.hset("stale:1001", "a", "b")
+        source, target = cluster.masters()[:2]
+        await asyncio.to_thread(cluster.reshard, source, target, 2000)  # the client not told
+        later = now + timedelta(seconds=5)
+        batch = dict.fromkeys(range(2000, 3000), later) | {1000: later, 1001: later}
+        batch |= {0: now - timedelta(seconds=5)}  # older than stored: never moves it back
+        assert await store.write(batch) == 1002
+        assert store.rerouted >= 1, "the stale map should have sent a call to the old owner"
+        assert store.overwritten == 2
+        for object_id in (*range(2000, 3000), 1000, 1001):
+            assert await store.read(object_id) == later
+        assert await store.read(0) == now
+    finally:
+        await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +14,19 @@ from pathlib import Path
 from tests.support.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a server a test or benchmark starts: in the child before exec, ask the
+    kernel to SIGKILL it when the thread that started it ends (``PR_SET_PDEATHSIG``).
+
+    A test run or benchmark killed by a signal runs no teardown, and nothing else would stop a
+    server it started (an emulator in a session of its own, a redis-server); ``exec`` keeps the
+    setting. The thread that starts the server must therefore live as long as it: pytest's main
+    thread for a session fixture, the event loop's thread in a benchmark.
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class ServiceProcess:

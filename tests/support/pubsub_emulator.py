@@ -8,7 +8,6 @@ one line saying where it looked — a Pub/Sub test that skips would count as pas
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -21,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.processes import die_with_parent
 from tests.support.waiting import wait_until
 
 OVERRIDE_VARIABLE = "PUBSUB_EMULATOR_BIN"
@@ -65,18 +65,6 @@ def find_emulator(
         f"Pub/Sub emulator not found: looked at {where} "
         f"(install the Google Cloud SDK component or set {OVERRIDE_VARIABLE})"
     )
-
-
-def die_with_parent() -> None:
-    """In the child before exec: the kernel SIGKILLs it when the thread that started it ends.
-
-    A test run or benchmark killed by a signal runs no teardown, and the emulator has a session of
-    its own, so nothing else would stop it (the launcher ``exec``s java, which keeps this setting).
-    The thread that starts the emulator must therefore live as long as it: pytest's main thread
-    for the session fixture.
-    """
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class PubSubEmulator:

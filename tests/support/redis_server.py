@@ -1,5 +1,6 @@
 """Redis servers of the tests' own: Debian's ``redis-server`` on a free port, in a folder of its
-own, stopped and removed afterwards. The machine's Redis (6379) is never touched."""
+own, stopped and removed afterwards, and killed by the kernel if the process that started it dies
+first (no teardown runs then). The machine's Redis (6379) is never touched."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import redis
 
 from tests.support.ports import free_port
+from tests.support.processes import die_with_parent
 from tests.support.waiting import wait_until
 
 REDIS_SERVER = "redis-server"
@@ -53,8 +55,13 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "redis.conf"
         conf.write_text("".join(f"{key} {value}\n" for key, value in self.config.items()))
+        # Start it from a thread that outlives it (see die_with_parent): the test's or the
+        # benchmark's main thread, not a worker thread that ends first.
         self._process = subprocess.Popen(
-            [REDIS_SERVER, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [REDIS_SERVER, str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         wait_until(self._answers, timeout=timeout, what=f"redis-server on {self.port}")
         return self

@@ -8,10 +8,12 @@ import pytest
 
 from bench.capacity_plan import (
     CONSUMER_MAX_CONSUMERS,
+    KEPT,
     MEAN_DELAY_S,
     UTILISATION,
     Measured,
     bottleneck,
+    keep_hand_written,
     plan,
     render,
 )
@@ -101,3 +103,10 @@ def test_the_document_says_what_was_measured_and_what_was_assumed() -> None:
     assert "## Measured here" in text and "## Assumptions (not measured)" in text
     assert "**0.100 ms CPU per id**" in text
     assert text.count("ids/s |") >= 1 and "1 M ids/s" in text
+
+
+def test_a_new_run_keeps_the_hand_written_redis_plan() -> None:
+    previous = f"# Capacity plan\nold figures\n\n{KEPT}\n\n## Redis Cluster\nby hand\n"
+    kept = keep_hand_written("# Capacity plan\nnew figures\n", previous)
+    assert kept == f"# Capacity plan\nnew figures\n\n{KEPT}\n\n## Redis Cluster\nby hand\n"
+    assert keep_hand_written("# new\n", "# old, nothing by hand\n") == "# new\n"

@@ -125,6 +125,10 @@ VARIABLES = (
     "AMQP_URI_FILE",
     "CALLBACK_ENDPOINT",
     "CONSUMER_2_METRICS_PORT",
+    "STORE",
+    "REDIS_URL",
+    "REDIS_URL_FILE",
+    "REDIS_KEY_PREFIX",
 )
 
 
@@ -146,6 +150,8 @@ def test_configuration_through_the_services_settings_models(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = load_config([env_file(tmp_path / "a.env", ENV)])
+    assert config.database is not None and config.redis is None
+    assert config.store_name == "postgresql"
     # every host of the list, following the one that accepts writes, as the consumer does
     assert config.database.dsn == (
         "postgresql://me:s%40cret@db1:5432,db2:5432/d%20b?target_session_attrs=read-write"
@@ -177,6 +183,7 @@ def test_secrets_from_files_and_tls_settings_as_the_services_read_them(
     ]
     clean_env.setenv("CALLBACK_ENDPOINT", "http://producer:9090/")
     config = load_config(files)
+    assert config.database is not None
     assert config.database.dsn == "postgresql://me:from-file@db:6432/d%20b"
     assert isinstance(config.database.ssl, ssl.SSLContext)
     assert (
@@ -199,6 +206,7 @@ def test_flags_override_the_settings_and_dsn_needs_no_postgres_settings(
     )
     assert config.producer == "http://p:1" and config.consumers == ["http://c:2", "http://c:3"]
     assert config.broker.api_url == "http://mgmt:15672"
+    assert config.database is not None
     assert config.database.ssl is None and config.database.user == "who"
 
 
@@ -226,3 +234,44 @@ def test_a_missing_or_bad_setting_is_one_line_and_exit_2(
     assert capsys.readouterr().err.startswith(
         "liveview: configuration error: POSTGRES_PASSWORD_FILE: cannot read"
     )
+
+
+def test_with_store_redis_the_view_reads_redis_settings_and_no_postgres_ones(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {k: v for k, v in ENV.items() if not k.startswith("POSTGRES_")}
+    redis = {"STORE": "redis", "REDIS_URL": "redis://:pw@cache:6380/2", "REDIS_KEY_PREFIX": "o:"}
+    config = load_config([env_file(tmp_path / "a.env", {**values, **redis})])
+    assert config.database is None and config.redis is not None
+    assert config.store_name == "redis"
+    assert config.redis.redis_target.nodes == (("cache", 6380),)
+    assert config.redis.redis_target.db == 2 and config.redis.redis_key_prefix == "o:"
+
+
+def test_store_redis_without_redis_url_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {k: v for k, v in ENV.items() if not k.startswith("POSTGRES_")}
+    path = env_file(tmp_path / "a.env", {**values, "STORE": "redis"})
+    assert main(["--once", "--env-file", path]) == 2
+    assert capsys.readouterr().err == (
+        "liveview: configuration error: REDIS_URL is required with STORE=redis "
+        "(nor REDIS_URL_FILE)\n"
+    )
+    bad = env_file(tmp_path / "b.env", {**values, "STORE": "redis", "REDIS_URL": "http://x"})
+    assert main(["--once", "--env-file", bad]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("liveview: configuration error: ") and "REDIS_URL" in error
+    assert error.count("\n") == 1
+
+
+def test_the_redis_store_is_its_own_source_on_the_screen() -> None:
+    away = SourceDown("unreachable", "redis: ConnectionRefusedError")
+    ok = summarize([reading(0.0, 100, 0, 0, store="redis"), reading(1.0, 110, 1, 1, store="redis")])
+    assert ok.sources["redis"] == "ok" and "postgresql" not in ok.sources
+    assert ok.values["rows"] == 10
+    screen = render_text(ok, title="t")
+    assert re.search(r"^objects stored +10$", screen, re.MULTILINE)
+    down = summarize([reading(0.0, 100, 0, 0, table=away, store="redis")])
+    assert down.values["rows"] == "unreachable"
+    assert "source redis       unreachable: redis" in render_text(down, title="t")
