@@ -23,6 +23,7 @@ import pytest
 from common.amqp import Topology, declare_topology
 from common.messages import IdsMessage, decode_message
 from consumer.dead_letter import ERRORS_HEADER, KIND_HEADER, REASON_HEADER, exhausted_letter
+from consumer.rabbitmq import amqp_letter
 from consumer.service import run_consumer
 from consumer.subscription import Subscription
 from tests.support.consumer_status import (
@@ -421,7 +422,7 @@ async def test_replay_dead_respects_the_limit_and_resets_attempts(
     topology = Topology(queue_name)
     work = IdsMessage("cb-dead", datetime.now(UTC), [7, 8], attempt=5)
     for n in range(3):
-        letter = exhausted_letter(work, {7: "timeout", 8: f"http 50{n}"})
+        letter = amqp_letter(exhausted_letter(work, {7: "timeout", 8: f"http 50{n}"}))
         await channel.default_exchange.publish(letter, topology.dead)
     result = await asyncio.to_thread(
         run_module, "consumer", service_env, tmp_path, "replay-dead", "--limit", "2"
