@@ -14,6 +14,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import structlog
+from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
 from common.broker.pubsub_topology import PubSubSettings, PubSubTopology
@@ -68,14 +69,15 @@ def _replay(
     moved = 0
     while limit is None or moved < limit:
         wanted = PULL_BATCH if limit is None else min(PULL_BATCH, limit - moved)
-        response = subscriber.pull(
-            request={
-                "subscription": topology.dead_subscription,
-                "max_messages": wanted,
-                "return_immediately": True,
-            },
-            timeout=PULL_TIMEOUT,
-        )
+        try:
+            # Pub/Sub answers a pull of an empty subscription with nothing after a while (the
+            # emulator after ~1 s), or the deadline passes.
+            response = subscriber.pull(
+                request={"subscription": topology.dead_subscription, "max_messages": wanted},
+                timeout=PULL_TIMEOUT,
+            )
+        except api_exceptions.DeadlineExceeded:
+            return moved
         received = list(response.received_messages)
         if not received:
             return moved
