@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -158,10 +159,16 @@ class PubSubSubscription:
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: list[ReceivedMessage] = []
         self._stopping = False
+        self._closing = False
+        self._closing_lock = threading.Lock()
         self._on_cancel = on_cancel
         self._ended = asyncio.Event()
         self._future = subscriber.subscribe(
-            subscription, self._on_client_thread, flow_control=flow_control
+            subscription,
+            self._on_client_thread,
+            flow_control=flow_control,
+            # The stream's shutdown waits for a callback under way: its nack is sent.
+            await_callbacks_on_shutdown=True,
         )
         self._future.add_done_callback(self._on_end)
         log.info(
@@ -172,15 +179,22 @@ class PubSubSubscription:
         )
 
     def _on_client_thread(self, message: ReceivedMessage) -> None:
-        # The loop closed: unacked, the message returns after its deadline.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._deliver, message)
+        with self._closing_lock:
+            if self._closing:
+                message.nack()
+                return
+            # The loop closed: unacked, the message returns after its deadline.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._deliver, message)
 
     def _on_end(self, _: object) -> None:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._ended.set)
 
     def _deliver(self, message: ReceivedMessage) -> None:
+        if self._closing:
+            message.nack()
+            return
         if self._stopping:
             self._held.append(message)
             return
@@ -213,7 +227,14 @@ class PubSubSubscription:
     async def close(self) -> None:
         """Give back what arrived after :meth:`cancel`, then close the stream (acks and nacks
         queued before are sent first)."""
-        self._stopping = True
+        # From here the client's threads nack what arrives; hand-overs they made before are
+        # already on the loop and run first. All are nacked, with the held ones, before the
+        # stream (and with it the client's dispatcher of acks and nacks) stops. Not nacked at
+        # once on cancel: with nobody else consuming, each nack is an immediate redelivery to
+        # this stream, and each counts a delivery attempt toward the dead-letter policy.
+        with self._closing_lock:
+            self._stopping = self._closing = True
+        await asyncio.sleep(0)
         for message in self._held:
             message.nack()
         self._held.clear()

@@ -71,8 +71,8 @@ class WorkBroker(Protocol):
         """Work messages available to consumers now (none unacked by a live consumer)."""
         ...
 
-    async def take_work(self, count: int) -> list[bytes]:
-        """``count`` work messages' bodies, removed (waits for them)."""
+    async def take_work(self, count: int, timeout: float = 10) -> list[bytes]:
+        """``count`` work messages' bodies, removed (waits for them up to ``timeout``)."""
         ...
 
 
@@ -117,9 +117,9 @@ class RabbitWork:
     async def work_left(self) -> int:
         return await ready_count(self.channel, self.queue_name)
 
-    async def take_work(self, count: int) -> list[bytes]:
+    async def take_work(self, count: int, timeout: float = 10) -> list[bytes]:
         queue = await self.channel.declare_queue(self.queue_name, passive=True)
-        return [(await queue.get(no_ack=True, timeout=5)).body for _ in range(count)]
+        return [(await queue.get(no_ack=True, timeout=timeout)).body for _ in range(count)]
 
 
 class PubSubWork:
@@ -207,7 +207,7 @@ class PubSubWork:
         message a stopped consumer left unacked is not found until its lease expires."""
         return len(await asyncio.to_thread(self._pull, self.topology.work_subscription, keep=False))
 
-    async def take_work(self, count: int) -> list[bytes]:
+    async def take_work(self, count: int, timeout: float = 10) -> list[bytes]:
         bodies: list[bytes] = []
 
         async def enough() -> bool:
@@ -217,7 +217,7 @@ class PubSubWork:
             bodies.extend(m.data for m in messages)
             return len(bodies) >= count
 
-        await eventually(enough, timeout=10, what=f"{count} work messages")
+        await eventually(enough, timeout=timeout, what=f"{count} work messages")
         return bodies
 
     async def put_dead(self, letter: Letter) -> None:
