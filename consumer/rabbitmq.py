@@ -14,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from common.amqp import SETTLE_ERRORS, Topology, cancelled_by_broker, connect_amqp, declare_topology
@@ -22,6 +23,8 @@ from consumer.backoff import RetryPlan
 from consumer.broker import HandOffFailed, Intake, Letter
 from consumer.retry import retry_message
 from consumer.subscription import Subscription
+
+log = structlog.get_logger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
 
@@ -120,6 +123,7 @@ async def open_rabbitmq(
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare_topology(channel, queue_name, retry_delays_ms=retry_tiers_ms)
+        log.info("topology_declared", queue=queue_name, retry_tiers_ms=list(retry_tiers_ms))
         yield RabbitBroker(
             connection,
             channel,
