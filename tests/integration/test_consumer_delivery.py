@@ -1,5 +1,5 @@
-"""Delivery guarantees of the consumer on each broker (the ``broker`` fixture): the bound on
-messages held at once, a lease that outlasts the ack deadline, a killed consumer's messages
+"""Delivery guarantees of the consumer on each broker (the ``work_broker`` fixture): the bound
+on messages held at once, a lease that outlasts the ack deadline, a killed consumer's messages
 going to another one, and refused Pub/Sub credentials."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.consumer_brokers import WorkBroker, broker
+from tests.support.consumer_brokers import WorkBroker, work_broker
 from tests.support.consumer_status import (
     InProcessConsumer,
     StatusApi,
@@ -26,20 +26,20 @@ from tests.support.processes import ServiceProcess, run_module
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-__all__ = ["broker"]  # the fixture, imported
+__all__ = ["work_broker"]  # the fixture, imported
 
 Consumers = Callable[[dict[str, str]], Awaitable[InProcessConsumer]]
 
 
 @pytest.fixture
-async def consumers(broker: WorkBroker) -> AsyncIterator[Consumers]:
+async def consumers(work_broker: WorkBroker) -> AsyncIterator[Consumers]:
     running: list[InProcessConsumer] = []
 
     async def start(env: dict[str, str]) -> InProcessConsumer:
-        env = broker.env(env)
+        env = work_broker.env(env)
         consumer = InProcessConsumer(consumer_settings(env))
         running.append(consumer)
-        await consumer.start(lambda: broker.subscribed(env))
+        await consumer.start(lambda: work_broker.subscribed(env))
         return consumer
 
     yield start
@@ -48,7 +48,10 @@ async def consumers(broker: WorkBroker) -> AsyncIterator[Consumers]:
 
 
 async def test_messages_held_at_once_never_exceed_prefetch(
-    consumers: Consumers, service_env: dict[str, str], broker: WorkBroker, db_pool: asyncpg.Pool
+    consumers: Consumers,
+    service_env: dict[str, str],
+    work_broker: WorkBroker,
+    db_pool: asyncpg.Pool,
 ) -> None:
     """PREFETCH 2 with 20 lookups allowed: one id per message, so at most two lookups at once
     (RabbitMQ's basic.qos; Pub/Sub's FlowControl.max_messages)."""
@@ -57,7 +60,7 @@ async def test_messages_held_at_once_never_exceed_prefetch(
         await consumers(consumer_env(service_env, api, PREFETCH="2", MAX_CONSUMERS="20"))
         ids = list(range(100, 140, 2))
         for object_id in ids:
-            await broker.publish([object_id], callback_id=f"cb{object_id}")
+            await work_broker.publish([object_id], callback_id=f"cb{object_id}")
 
         async def all_stored() -> bool:
             return set(await stored(db_pool)) == set(ids)
@@ -73,17 +76,20 @@ async def metrics(env: dict[str, str]) -> str:
         return (await client.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics")).text
 
 
-@pytest.mark.parametrize("broker", ["pubsub"], indirect=True)  # RabbitMQ has no ack deadline
+@pytest.mark.parametrize("work_broker", ["pubsub"], indirect=True)  # RabbitMQ has no ack deadline
 async def test_a_lookup_longer_than_the_ack_deadline_is_not_redelivered(
-    consumers: Consumers, service_env: dict[str, str], broker: WorkBroker, db_pool: asyncpg.Pool
+    consumers: Consumers,
+    service_env: dict[str, str],
+    work_broker: WorkBroker,
+    db_pool: asyncpg.Pool,
 ) -> None:
     """The lookup takes 13 s; the client acks a received message's deadline to 10 s: without
     the lease being extended it would be delivered again (a second message counted)."""
     api = await StatusApi(delay=(13.0, 13.0)).start()
     try:
-        env = broker.env(consumer_env(service_env, api, STATUS_TIMEOUT="20s"))
+        env = work_broker.env(consumer_env(service_env, api, STATUS_TIMEOUT="20s"))
         await consumers(env)
-        await broker.publish([2], callback_id="slow")
+        await work_broker.publish([2], callback_id="slow")
 
         async def acked() -> str | None:
             text = await metrics(env)
@@ -101,7 +107,7 @@ async def test_a_killed_consumers_messages_go_to_another_consumer(
     spawn: Callable[..., ServiceProcess],
     consumers: Consumers,
     service_env: dict[str, str],
-    broker: WorkBroker,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
 ) -> None:
     """kill -9 while a lookup hangs: the message was never acked, so it comes back (RabbitMQ:
@@ -110,8 +116,8 @@ async def test_a_killed_consumers_messages_go_to_another_consumer(
     api = await StatusApi().start()
     try:
         api.scripts[4] = ["hang"]
-        victim = await started(spawn("consumer", broker.env(consumer_env(service_env, api))))
-        await broker.publish([4], callback_id="orphan")
+        victim = await started(spawn("consumer", work_broker.env(consumer_env(service_env, api))))
+        await work_broker.publish([4], callback_id="orphan")
         await eventually(lambda: len(api.requests[4]) == 1, timeout=20, what="lookup started")
         victim.kill()
         killed_at = time.monotonic()
@@ -122,7 +128,7 @@ async def test_a_killed_consumers_messages_go_to_another_consumer(
 
         await eventually(four_stored, timeout=45, what="redelivered and stored")
         redelivered_after = api.requests[4][1] - killed_at
-        print(f"{broker.name}: redelivered {redelivered_after:.1f}s after the kill")  # noqa: T201
+        print(f"{work_broker.name}: redelivered {redelivered_after:.1f}s after the kill")  # noqa: T201
         assert len(api.requests[4]) == 2
     finally:
         await api.stop()

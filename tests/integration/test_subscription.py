@@ -1,6 +1,6 @@
 """The subscription on the real brokers: a RabbitMQ prefetch re-size never leaves the consumer
-silent; on each broker (the ``broker`` fixture), deliveries stop at ``cancel()`` while what was
-delivered can still be acked."""
+silent; on each broker (the ``work_broker`` fixture), deliveries stop at ``cancel()`` while
+what was delivered can still be acked."""
 
 import asyncio
 import uuid
@@ -20,13 +20,13 @@ from consumer.broker import Message
 from consumer.service import open_broker
 from consumer.stats import WorkerStats
 from consumer.subscription import Subscription
-from tests.support.consumer_brokers import WorkBroker, broker
+from tests.support.consumer_brokers import WorkBroker, work_broker
 from tests.support.consumer_status import consumer_settings
 from tests.support.services import Endpoints
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-__all__ = ["broker"]  # the fixture, imported
+__all__ = ["work_broker"]  # the fixture, imported
 
 
 class Recorder:
@@ -131,26 +131,28 @@ class Holder:
 
 
 async def test_deliveries_stop_at_cancel_and_what_was_delivered_is_still_acked(
-    broker: WorkBroker, service_env: dict[str, str]
+    work_broker: WorkBroker, service_env: dict[str, str]
 ) -> None:
     """The shutdown's contract, on each broker: after ``cancel()`` nothing more reaches the
     intake, the messages it holds can still be acked, and what it never saw stays for others.
     (Pub/Sub: at once when it reached the consumer, which nacks it at close; one to three ack
     deadlines later, measured 10-30 s on a 10 s subscription, when it was still on its way in
     the stream that closed.)"""
-    env = broker.env({**service_env, "TESTER_ENDPOINT": "http://127.0.0.1:9", "PREFETCH": "20"})
+    env = work_broker.env(
+        {**service_env, "TESTER_ENDPOINT": "http://127.0.0.1:9", "PREFETCH": "20"}
+    )
     holder = Holder()
     async with open_broker(consumer_settings(env)) as opened:
         subscription = await opened.subscribe(holder)
         for n in range(5):
-            await broker.publish([n], callback_id=f"before-{n}")
+            await work_broker.publish([n], callback_id=f"before-{n}")
         await eventually(lambda: len(holder.held) == 5, timeout=20, what="five delivered")
         await subscription.cancel()
         for n in range(3):
-            await broker.publish([n], callback_id=f"after-{n}")
+            await work_broker.publish([n], callback_id=f"after-{n}")
         for message in holder.held:
             await message.ack()
     assert holder.callbacks == {f"before-{n}" for n in range(5)}
-    left = {decode_message(body).callback_id for body in await broker.take_work(3, timeout=45)}
+    left = {decode_message(body).callback_id for body in await work_broker.take_work(3, timeout=45)}
     assert left == {f"after-{n}" for n in range(3)}
-    assert await broker.work_left() == 0
+    assert await work_broker.work_left() == 0

@@ -3,7 +3,8 @@
 A :class:`WorkBroker` gives a test what it needs of either, named after what it means rather
 than how the broker does it: the services' environment, publishing work (or raw bytes), taking
 the dead letters, parking a letter for ``replay-dead``, and knowing when a consumer is subscribed.
-The ``broker`` fixture (:func:`broker`) is parametrized ``["rabbitmq", "pubsub"]``; its Pub/Sub
+The ``work_broker`` fixture (:func:`work_broker`; the producer's tests have their own
+``broker``) is parametrized ``["rabbitmq", "pubsub"]``; its Pub/Sub
 side has a topology of its own per test on the session's emulator, deleted afterwards, with a
 10 s ack deadline (the emulator's shortest) so that redelivery tests stay short.
 """
@@ -239,7 +240,7 @@ BROKERS = ["rabbitmq", "pubsub"]
 
 
 @pytest.fixture(params=BROKERS)
-async def broker(
+async def work_broker(
     request: pytest.FixtureRequest,
     queue_name: str,
     amqp_connection: aio_pika.abc.AbstractConnection,
