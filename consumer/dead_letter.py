@@ -11,18 +11,22 @@ its headers, so ``replay-dead`` needs no parsing beyond resetting the attempt co
 * ``x-lastseen-callback-id``, ``x-lastseen-ids`` (count), ``x-lastseen-attempts``,
   ``x-lastseen-dead-at`` (ISO 8601 UTC).
 
-Messages the broker itself dead-letters (over the quorum delivery limit) arrive with RabbitMQ's
-``x-death`` header and their original body; they replay the same way.
+Each broker carries the headers its own way (:class:`consumer.broker.Letter`): RabbitMQ as
+message headers, Pub/Sub as string attributes. Messages the broker itself dead-letters arrive
+with their original body and the broker's marks (RabbitMQ's ``x-death`` header over the quorum
+delivery limit, Pub/Sub's ``CloudPubSubDeadLetterSource*`` attributes over the subscription's
+``max_delivery_attempts``); they replay the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import aio_pika
 import orjson
 
-from common.messages import CONTENT_TYPE, IdsMessage, MalformedMessage, decode_message
+from common.messages import IdsMessage, MalformedMessage, decode_message
+from consumer.broker import Letter
 from consumer.ledger import summarize
 
 KIND_HEADER = "x-lastseen-dead"
@@ -32,7 +36,7 @@ _MAX_REASON = 500
 _MAX_ERRORS = 200
 
 
-def exhausted_letter(work: IdsMessage, failures: dict[int, str]) -> aio_pika.Message:
+def exhausted_letter(work: IdsMessage, failures: dict[int, str]) -> Letter:
     """Ids that used up their attempts, with the reason each failed last."""
     ids = sorted(failures)
     attempts = work.attempt + 1
@@ -51,22 +55,17 @@ def exhausted_letter(work: IdsMessage, failures: dict[int, str]) -> aio_pika.Mes
     )
 
 
-def malformed_letter(body: bytes, reason: str) -> aio_pika.Message:
+def malformed_letter(body: bytes, reason: str) -> Letter:
     """A message that can never be processed, kept byte for byte."""
     return _letter(body, {KIND_HEADER: "malformed", REASON_HEADER: reason[:_MAX_REASON]})
 
 
-def _letter(body: bytes, headers: dict[str, str | int]) -> aio_pika.Message:
+def _letter(body: bytes, headers: dict[str, str | int]) -> Letter:
     headers["x-lastseen-dead-at"] = datetime.now(UTC).isoformat()
-    return aio_pika.Message(
-        body,
-        headers=headers,  # type: ignore[arg-type]
-        content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+    return Letter(body, headers)
 
 
-def replayable(body: bytes, headers: dict[str, object]) -> bytes:
+def replayable(body: bytes, headers: Mapping[str, object]) -> bytes:
     """The body to put back on the work queue for a dead letter: exhausted ids get a fresh set
     of attempts; anything else goes back unchanged."""
     if headers.get(KIND_HEADER) != "exhausted":

@@ -4,6 +4,9 @@ Each dead letter is republished (persistent, with a publisher confirm) and only 
 the dead-letter queue, so a crash in between duplicates one message rather than losing it.
 Exhausted ids come back with a fresh set of attempts. It moves at most the number of dead letters
 present when it starts, so a letter that dies again meanwhile is not replayed in a loop.
+
+The broker is chosen here, once, from ``BROKER``: RabbitMQ's ``q.dead`` queue below, Pub/Sub's
+``q.dead`` subscription in :mod:`consumer.replay_pubsub` (imported only when chosen).
 """
 
 from __future__ import annotations
@@ -25,6 +28,19 @@ class ReplaySettings(BrokerSettings):
 
 async def replay_dead(settings: ReplaySettings, limit: int | None = None) -> int:
     """Move up to ``limit`` dead letters (all, if None) to the work queue; return how many."""
+    if settings.broker == "pubsub":
+        from consumer.replay_pubsub import replay_dead_pubsub
+
+        return await replay_dead_pubsub(
+            settings.pubsub,
+            settings.pubsub_topology,
+            startup_timeout=settings.startup_timeout,
+            limit=limit,
+        )
+    return await _replay_rabbitmq(settings, limit)
+
+
+async def _replay_rabbitmq(settings: ReplaySettings, limit: int | None) -> int:
     topology = Topology(settings.queue_name)
     connection = await connect_amqp(
         settings.amqp_uri,

@@ -1,4 +1,4 @@
-"""The retry message: failed ids of a work message, one attempt further, for a delay queue."""
+"""RabbitMQ's retry message: a work message of failed ids, to wait in a delay queue."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import aio_pika
 from common.messages import CONTENT_TYPE, IdsMessage
 
 
-def retry_message(work: IdsMessage, ids: list[int], expiration_ms: int) -> aio_pika.Message:
-    """The failed ``ids`` of ``work`` with one more attempt counted, to wait in a delay queue."""
-    body = IdsMessage(work.callback_id, work.received_at, ids, work.attempt + 1).encode()
+def retry_message(retry: IdsMessage, expiration_ms: int) -> aio_pika.Message:
+    """``retry`` (the failed ids, one more attempt counted) to wait ``expiration_ms`` in a delay
+    queue."""
     return aio_pika.Message(
-        body,
+        retry.encode(),
         content_type=CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         expiration=expiration_ms / 1000,

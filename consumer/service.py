@@ -1,17 +1,18 @@
-"""The consumer's lifespan: connect, declare, subscribe, run until told to stop, drain, close."""
+"""The consumer's lifespan: connect, declare, subscribe, run until told to stop, drain, close.
+
+The broker is chosen here, once (:func:`open_broker`, from ``BROKER``); below it the worker and the
+shutdown see only :mod:`consumer.broker`'s interfaces."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aio_pika
 import structlog
 
-from common.amqp import Topology, connect_amqp, declare_topology
 from common.heap import freeze_startup_heap
 from common.heartbeat import beat_forever
 from common.metrics import ProbeServer, service_registry
@@ -20,11 +21,12 @@ from common.store import ObjectStore
 from consumer import metrics
 from consumer.backoff import RetryPolicy, retry_tiers
 from consumer.batch_writer import BatchWriter
+from consumer.broker import ConsumerBroker, Message, Subscription
 from consumer.ledger import Delivery
 from consumer.settings import ConsumerSettings
 from consumer.status import StatusClientKind, StatusLookup
-from consumer.subscription import Subscription
-from consumer.worker import Message, Worker
+from consumer.subscription import ASSUMED_IDS_PER_MESSAGE, prefetch_for
+from consumer.worker import Worker
 
 if TYPE_CHECKING:
     from consumer.status_httptools import HttptoolsStatusClient
@@ -48,7 +50,6 @@ def status_client_class(
     return HttptoolsStatusClient
 
 
-PUBLISH_TIMEOUT = 10.0
 # Of the shutdown grace, what is kept for the last flush and acks after lookups are cut off.
 FLUSH_RESERVE = 2.0
 
@@ -87,15 +88,45 @@ async def open_store(settings: ConsumerSettings) -> ObjectStore:
     return await PostgresStore.open(settings)
 
 
+@contextlib.asynccontextmanager
+async def open_broker(settings: ConsumerSettings) -> AsyncIterator[ConsumerBroker]:
+    """The broker ``BROKER`` names, connected and its topology declared: the one place the
+    consumer chooses (each broker's client is imported only when chosen)."""
+    if settings.broker == "pubsub":
+        from consumer.pubsub import delivery_attempts_for, max_lease_for, open_pubsub
+
+        async with open_pubsub(
+            settings.pubsub,
+            settings.pubsub_topology,
+            max_delivery_attempts=delivery_attempts_for(settings.max_attempts),
+            startup_timeout=settings.startup_timeout,
+            # The client counts messages, as RabbitMQ's prefetch does; unset, sized once (the
+            # client cannot resize a running stream's flow control).
+            max_messages=settings.prefetch
+            or prefetch_for(settings.max_consumers, ASSUMED_IDS_PER_MESSAGE),
+            max_lease_s=max_lease_for(settings.retry_max_delay, settings.status_timeout),
+        ) as pubsub:
+            yield pubsub
+        return
+    from consumer.rabbitmq import open_rabbitmq
+
+    async with open_rabbitmq(
+        settings.amqp_uri,
+        ssl_context=settings.amqp_ssl_context(),
+        startup_timeout=settings.startup_timeout,
+        label=settings.amqp_uri_masked,
+        queue_name=settings.queue_name,
+        retry_tiers_ms=retry_tiers(settings.retry_base_delay, settings.retry_max_delay),
+        max_consumers=settings.max_consumers,
+        prefetch=settings.prefetch,
+        watchdog_interval=settings.watchdog_interval,
+    ) as rabbitmq:
+        yield rabbitmq
+
+
 async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     """Consume until ``stop`` is set, then shut down within ``SHUTDOWN_GRACE``."""
-    connection = await connect_amqp(
-        settings.amqp_uri,
-        connection_name="lastseen-consumer",
-        deadline=settings.startup_timeout,
-        ssl_context=settings.amqp_ssl_context(),
-    )
-    try:
+    async with open_broker(settings) as broker:
         store = await open_store(settings)
         try:
             async with status_client_class(settings.status_client)(
@@ -103,31 +134,19 @@ async def run_consumer(settings: ConsumerSettings, stop: asyncio.Event) -> None:
                 max_connections=settings.max_consumers,
                 timeout=settings.status_timeout,
             ) as status:
-                await _serve(settings, connection, store, status, stop)
+                await _serve(settings, broker, store, status, stop)
         finally:
             await store.close()
-    finally:
-        await connection.close()
     log.info("consumer_stopped")
 
 
 async def _serve(
     settings: ConsumerSettings,
-    connection: aio_pika.abc.AbstractRobustConnection,
+    broker: ConsumerBroker,
     store: ObjectStore,
     status: StatusLookup,
     stop: asyncio.Event,
 ) -> None:
-    tiers = retry_tiers(settings.retry_base_delay, settings.retry_max_delay)
-    publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    await declare_topology(publish_channel, settings.queue_name, retry_delays_ms=tiers)
-
-    async def publish(message: aio_pika.Message, routing_key: str) -> None:
-        # mandatory + on_return_raises: a message no queue takes is an error, not a silent drop.
-        await publish_channel.default_exchange.publish(
-            message, routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT
-        )
-
     registry = service_registry()
     observed = metrics.ConsumerMetrics(registry)
     writer: BatchWriter[Delivery[Message]] = BatchWriter(
@@ -139,8 +158,7 @@ async def _serve(
     worker = Worker(
         status,
         writer,
-        publish,
-        topology=Topology(settings.queue_name),
+        broker.hand_off,
         max_in_flight=settings.max_consumers,
         retry=RetryPolicy(
             settings.max_attempts, settings.retry_base_delay, settings.retry_max_delay
@@ -152,7 +170,7 @@ async def _serve(
     probes = ProbeServer(
         registry,
         {
-            "broker": connection.connected.is_set,
+            "broker": broker.connected,
             "database": lambda: database.ok and not worker.paused,
         },
         service="consumer",
@@ -164,20 +182,12 @@ async def _serve(
         start_in(tasks, database.run())
         start_in(tasks, beat_forever())
         writer_task = start_in(tasks, writer.run(worker))
-        subscription = await Subscription.open(
-            connection,
-            worker,
-            queue_name=settings.queue_name,
-            max_consumers=settings.max_consumers,
-            prefetch=settings.prefetch,
-            watchdog_interval=settings.watchdog_interval,
-        )
+        subscription = await broker.subscribe(worker)
         log.info(
             "consumer_started",
             queue=settings.queue_name,
-            broker=settings.amqp_uri_masked,
+            broker=broker.label,
             max_consumers=settings.max_consumers,
-            retry_tiers_ms=list(tiers),
             status_url=settings.status_base_url,
             status_client=settings.status_client,
             store=store.name,

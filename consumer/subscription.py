@@ -1,4 +1,4 @@
-"""The subscription to the work queue: prefetch sizing, re-subscribing, and the watchdog.
+"""RabbitMQ's subscription to the work queue: prefetch sizing, re-subscribing, and the watchdog.
 
 RabbitMQ limits unacked messages per consumer (``basic.qos``; quorum queues refuse the
 per-channel variant), and a new limit only applies to consumers started after it. So the consumer
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Protocol
 
 import structlog
 from aio_pika.abc import (
@@ -22,7 +21,7 @@ from aio_pika.abc import (
 )
 
 from common.amqp import AMQP_ERRORS, RECONNECTING_ERRORS, declare_topology
-from consumer.stats import WorkerStats
+from consumer.broker import Intake
 
 log = structlog.get_logger(__name__)
 
@@ -54,21 +53,6 @@ def looks_stuck(idle: float, interval: float, paused: bool, unacked: int, prefet
     """Whether silence is suspicious: nothing arrived for ``interval`` although the consumer has
     room for more and is not pausing on purpose (then the queue's depth decides)."""
     return idle >= interval and not paused and unacked < prefetch
-
-
-class Intake(Protocol):
-    """What the subscription feeds and watches (the worker)."""
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None: ...
-
-    @property
-    def paused(self) -> bool: ...
-
-    @property
-    def unsettled(self) -> int: ...
-
-    @property
-    def stats(self) -> WorkerStats: ...
 
 
 class Subscription:

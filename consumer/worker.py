@@ -4,8 +4,11 @@ Each received message becomes a :class:`~consumer.ledger.Delivery`; its ids are 
 while fewer than ``MAX_CONSUMERS`` are in flight (so the status API never sees more from this
 process); lookups of an id already in flight join it (single-flight). An online answer goes to
 the batch writer with the time it arrived; an offline one settles the id; a failure is kept until
-the message's last lookup answers, then all its failures go, as one message, to a retry tier or
-(out of attempts) to the dead-letter queue. The message is acked once every id is settled.
+the message's last lookup answers, then all its failures go, as one message, to the hand-off
+(:class:`consumer.broker.HandOff`): a retry after a backoff delay, or (out of attempts) a dead
+letter. The message is acked once every id is settled. The worker does not know which broker
+runs: messages, the hand-off and their failure (:class:`~consumer.broker.HandOffFailed`) are the
+broker's side of :mod:`consumer.broker`.
 """
 
 from __future__ import annotations
@@ -15,23 +18,21 @@ import contextvars
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import aio_pika
 import structlog
 from prometheus_client import CollectorRegistry
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
-from common.amqp import AMQP_ERRORS, SETTLE_ERRORS, Topology, cancelled_by_broker
-from common.messages import MalformedMessage, decode_message
+from common.amqp import SETTLE_ERRORS, cancelled_by_broker
+from common.messages import IdsMessage, MalformedMessage, decode_message
 from consumer.backoff import RetryPolicy
 from consumer.batch_writer import RowSink
+from consumer.broker import HandOff, HandOffFailed, Message
 from consumer.dead_letter import exhausted_letter, malformed_letter
 from consumer.ledger import Delivery, Next, exhausted, summarize
 from consumer.metrics import ConsumerMetrics
-from consumer.retry import retry_message
 from consumer.single_flight import Flights
 from consumer.stats import WorkerStats
 from consumer.status import StatusFailure, StatusLookup
@@ -39,36 +40,21 @@ from consumer.status import StatusFailure, StatusLookup
 log = structlog.get_logger(__name__)
 
 
-class Message(Protocol):
-    """What the worker needs of a work message (an aio-pika ``AbstractIncomingMessage``)."""
-
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def message_id(self) -> str | None: ...
-
-    async def ack(self) -> None: ...
-
-    async def nack(self, *, requeue: bool) -> None: ...
-
-
-Publish = Callable[[aio_pika.Message, str], Awaitable[None]]
+__all__ = ["Message", "Worker"]
 
 
 class Worker:
     """Looks up the ids of the messages it is given, at most ``max_in_flight`` at once, and
     settles each message: online rows go to ``rows`` (whose commits come back through
-    :meth:`on_stored`), failures are published to a retry or the dead-letter queue of
-    ``topology``, settled messages are acked."""
+    :meth:`on_stored`), failures go to ``hand_off`` (a retry, or a dead letter), settled
+    messages are acked."""
 
     def __init__(
         self,
         status: StatusLookup,
         rows: RowSink[Delivery[Message]],
-        publish: Publish,
+        hand_off: HandOff,
         *,
-        topology: Topology,
         max_in_flight: int,
         retry: RetryPolicy,
         rng: random.Random | None = None,
@@ -76,8 +62,7 @@ class Worker:
     ) -> None:
         self._status = status
         self._rows = rows
-        self._publish = publish
-        self._topology = topology
+        self._hand_off_to = hand_off
         self._max_in_flight = max_in_flight
         self._retry = retry
         self._rng = rng or random.Random()
@@ -245,7 +230,7 @@ class Worker:
         work, failures = delivery.work, delivery.failures
         try:
             if exhausted(work.attempt, self._retry.max_attempts):
-                await self._publish(exhausted_letter(work, failures), self._topology.dead)
+                await self._hand_off_to.dead_letter(exhausted_letter(work, failures))
                 self.stats.dead += len(failures)
                 log.warning(
                     "ids_dead_lettered",
@@ -255,8 +240,10 @@ class Worker:
                 )
             else:
                 plan = self._retry.plan(work.attempt + 1, self._rng)
-                message = retry_message(work, sorted(failures), plan.expiration_ms)
-                await self._publish(message, self._topology.retry(plan.tier_ms))
+                retry = IdsMessage(
+                    work.callback_id, work.received_at, sorted(failures), work.attempt + 1
+                )
+                await self._hand_off_to.retry(retry, plan)
                 self.stats.retried += len(failures)
                 log.info(
                     "ids_retry_scheduled",
@@ -265,11 +252,9 @@ class Worker:
                     delay_ms=plan.expiration_ms,
                     reason=summarize(failures),
                 )
-        except SETTLE_ERRORS as error:
-            if not cancelled_by_broker(error):
-                raise
+        except HandOffFailed as error:
             # Not handed off, so not settled: give the message back whole. Its ids are looked up
-            # again (the quorum queue's delivery limit stops a message that always fails here).
+            # again (the broker's delivery limit stops a message that always fails here).
             log.warning("hand_off_failed", error=repr(error))
             delivery.finished = True
             self._forget(delivery)
@@ -280,8 +265,8 @@ class Worker:
 
     async def _dead_letter_malformed(self, message: Message, reason: str) -> None:
         try:
-            await self._publish(malformed_letter(message.body, reason), self._topology.dead)
-        except AMQP_ERRORS as error:
+            await self._hand_off_to.dead_letter(malformed_letter(message.body, reason))
+        except HandOffFailed as error:
             log.warning("dead_letter_failed", reason=reason, error=repr(error))
             await self._settle_token(message, requeue=True)
             return

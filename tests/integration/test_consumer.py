@@ -1,5 +1,6 @@
-"""The consumer against the real RabbitMQ and PostgreSQL, with a scripted status API in the test's
-own loop (so every wait here is async: a blocking wait would stall it). The consumer runs
+"""The consumer against the real brokers (RabbitMQ, and Google's Pub/Sub emulator: the
+``work_broker`` fixture runs each test on both) and PostgreSQL, with a scripted status API in the
+test's own loop (so every wait here is async: a blocking wait would stall it). The consumer runs
 in-process (``run_consumer(settings, stop)``); one test runs it as a real process (SIGTERM, exit
 code, metrics over HTTP), as do the command-line ones (``replay-dead``, a bad configuration)."""
 
@@ -20,27 +21,27 @@ import httpx
 import orjson
 import pytest
 
-from common.amqp import Topology, declare_topology
+from common.amqp import declare_topology
 from common.messages import IdsMessage, decode_message
+from consumer.broker import Letter
 from consumer.dead_letter import ERRORS_HEADER, KIND_HEADER, REASON_HEADER, exhausted_letter
 from consumer.service import run_consumer
 from consumer.subscription import Subscription
+from tests.support.consumer_brokers import DeadLetter, WorkBroker, work_broker
 from tests.support.consumer_status import (
     InProcessConsumer,
     StatusApi,
     consumer_env,
     consumer_settings,
-    publish,
-    ready_count,
     started,
     stored,
-    wait_for_empty,
 )
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, run_module
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
+__all__ = ["work_broker"]  # the fixture, imported
 
 
 @pytest.fixture
@@ -54,15 +55,17 @@ async def status_api() -> AsyncIterator[StatusApi]:
 
 @pytest.fixture
 async def consumers(
-    channel: aio_pika.abc.AbstractChannel,
+    work_broker: WorkBroker,
 ) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[InProcessConsumer]]]:
-    """Start consumers in-process from an environment; each is stopped afterwards."""
+    """Start consumers in-process on ``work_broker`` from an environment (the broker's settings
+    are added); each is stopped afterwards."""
     running: list[InProcessConsumer] = []
 
     async def start(env: dict[str, str]) -> InProcessConsumer:
+        env = work_broker.env(env)
         consumer = InProcessConsumer(consumer_settings(env))
         running.append(consumer)
-        await consumer.start(channel)
+        await consumer.start(lambda: work_broker.subscribed(env))
         return consumer
 
     yield start
@@ -86,20 +89,18 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
     spawn: Callable[..., ServiceProcess],
     service_env: dict[str, str],
     status_api: StatusApi,
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
 ) -> None:
     metrics_port = free_port()
-    consumer = await started(
-        spawn("consumer", consumer_env(service_env, status_api, METRICS_PORT=str(metrics_port)))
-    )
+    env = work_broker.env(consumer_env(service_env, status_api, METRICS_PORT=str(metrics_port)))
+    consumer = await started(spawn("consumer", env))
     ids = list(range(1000, 1200))
     for k in range(0, len(ids), 25):
-        await publish(channel, queue_name, ids[k : k + 25], callback_id=f"cb{k}")
+        await work_broker.publish(ids[k : k + 25], callback_id=f"cb{k}")
     # The same id in three messages at once: single-flight asks once for the overlap.
     for n in range(3):
-        await publish(channel, queue_name, [5000], callback_id=f"dup{n}")
+        await work_broker.publish([5000], callback_id=f"dup{n}")
 
     evens = {i for i in ids if i % 2 == 0} | {5000}
 
@@ -130,21 +131,20 @@ async def test_online_ids_stored_offline_never_and_in_flight_bounded(
     assert "lastseen_consumer_ids_total 203.0" in metrics
     assert "lastseen_consumer_dead_total 0.0" in metrics
     assert consumer.terminate(timeout=10) == 0
-    assert await ready_count(channel, queue_name) == 0, "every message was acked"
+    assert await work_broker.work_left() == 0, "every message was acked"
 
 
 async def test_redelivery_and_older_observations_never_move_time_back(
     consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
 ) -> None:
     future = datetime.now(UTC) + timedelta(hours=1)
     await db_pool.execute("INSERT INTO object VALUES (2, $1)", future)
     await consumers(consumer_env(service_env, status_api))
-    await publish(channel, queue_name, [2, 4])
+    await work_broker.publish([2, 4])
 
     async def four_stored() -> datetime | None:
         return (await stored(db_pool)).get(4)
@@ -153,7 +153,7 @@ async def test_redelivery_and_older_observations_never_move_time_back(
     assert (await stored(db_pool))[2] == future, "an older observation overwrote a newer one"
     # The same message again (a redelivery) with the status API answering as before: a newer
     # observation moves 4 forward, nothing moves back, nothing else appears.
-    await publish(channel, queue_name, [2, 4])
+    await work_broker.publish([2, 4])
     await eventually(
         lambda: len(status_api.requests[4]) == 2, timeout=30, what="redelivery looked up"
     )
@@ -171,8 +171,7 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
     consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
     tmp_path: Path,
 ) -> None:
@@ -183,19 +182,16 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
     status_api.scripts[18] = ["500", "reset"]
     env = consumer_env(service_env, status_api, STATUS_TIMEOUT="500ms")
     consumer = await consumers(env)
-    await publish(channel, queue_name, [10, 12, 14, 16, 18, 20], callback_id="cb-fail")
+    await work_broker.publish([10, 12, 14, 16, 18, 20], callback_id="cb-fail")
 
     async def both_stored() -> bool:
         return set(await stored(db_pool)) == {18, 20}
 
     await eventually(both_stored, timeout=30, what="18 after retries, 20 at once")
-    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
-    letters: list[aio_pika.abc.AbstractIncomingMessage] = []
+    letters: list[DeadLetter] = []
 
     async def dead_lettered() -> bool:
-        letter = await dead.get(no_ack=False, fail=False)
-        if letter is not None:
-            letters.append(letter)
+        letters.extend(await work_broker.take_dead_letters())
         return sum(len(decode_message(m.body).ids) for m in letters) == 4
 
     await eventually(dead_lettered, timeout=30, what="four ids dead-lettered")
@@ -204,10 +200,9 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
     for letter in letters:
         assert letter.headers[KIND_HEADER] == "exhausted"
         assert letter.headers["x-lastseen-callback-id"] == "cb-fail"
-        assert letter.headers["x-lastseen-attempts"] == 3
+        assert letter.headers["x-lastseen-attempts"] == "3"
         assert letter.headers[REASON_HEADER]
-        errors |= orjson.loads(str(letter.headers[ERRORS_HEADER]))
-        await letter.nack(requeue=True)  # leave them for replay-dead
+        errors |= orjson.loads(letter.headers[ERRORS_HEADER])
     assert errors["10"] == "http 500"
     assert errors["12"] == "timeout"
     assert errors["14"] == "bad body: not JSON"
@@ -222,12 +217,15 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
     assert len(status_api.requests[20]) == 1
     assert not any(i % 2 for i in await stored(db_pool))
 
-    # The status API recovers; replay-dead brings the ids back and they are stored.
+    # The letters are parked again (as found); the status API recovers; replay-dead brings the
+    # ids back and they are stored.
+    for letter in letters:
+        await work_broker.put_dead(Letter(letter.body, letter.headers))
     status_api.scripts.clear()
 
     async def replay() -> str:
         result = await asyncio.to_thread(
-            run_module, "consumer", env, tmp_path / "replay", "replay-dead"
+            run_module, "consumer", work_broker.env(env), tmp_path / "replay", "replay-dead"
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
@@ -239,7 +237,7 @@ async def test_failures_retry_with_growing_delays_then_dead_letter_and_replay(
         return set(await stored(db_pool)) == {10, 12, 14, 16, 18, 20}
 
     await eventually(all_stored, timeout=30, what="replayed ids stored")
-    assert await ready_count(channel, Topology(queue_name).dead) == 0
+    assert await work_broker.take_dead_letters() == []
     await consumer.stop()
 
 
@@ -247,23 +245,21 @@ async def test_connection_refused_is_retried_then_dead_lettered(
     consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
 ) -> None:
     closed_port_url = status_api.url
     await status_api.stop()  # nothing listens there any more: connections are refused
     env = consumer_env(service_env, status_api, TESTER_ENDPOINT=closed_port_url, MAX_ATTEMPTS="2")
     await consumers(env)
-    await publish(channel, queue_name, [30, 31], callback_id="cb-refused")
-    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
+    await work_broker.publish([30, 31], callback_id="cb-refused")
 
-    async def letter() -> aio_pika.abc.AbstractIncomingMessage | None:
-        return await dead.get(no_ack=True, fail=False)
+    async def letter() -> DeadLetter | None:
+        return next(iter(await work_broker.take_dead_letters()), None)
 
     found = await eventually(letter, timeout=20, what="dead letter")
     assert decode_message(found.body).ids == [30, 31]
-    assert "cannot connect" in str(found.headers[REASON_HEADER])
-    assert await ready_count(channel, queue_name) == 0
+    assert "cannot connect" in found.headers[REASON_HEADER]
+    assert await work_broker.work_left() == 0
 
 
 @pytest.mark.parametrize(
@@ -280,20 +276,16 @@ async def test_malformed_messages_are_dead_lettered_and_acked(
     consumers: Consumers,
     service_env: dict[str, str],
     status_api: StatusApi,
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
     body: bytes,
 ) -> None:
     consumer = await consumers(consumer_env(service_env, status_api))
-    await channel.default_exchange.publish(
-        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue_name
-    )
-    await publish(channel, queue_name, [42])
-    dead = await channel.declare_queue(Topology(queue_name).dead, passive=True)
+    await work_broker.publish_raw(body)
+    await work_broker.publish([42])
 
-    async def letter() -> aio_pika.abc.AbstractIncomingMessage | None:
-        return await dead.get(no_ack=True, fail=False)
+    async def letter() -> DeadLetter | None:
+        return next(iter(await work_broker.take_dead_letters()), None)
 
     found = await eventually(letter, timeout=20, what="dead letter")
     assert found.body == body
@@ -305,8 +297,8 @@ async def test_malformed_messages_are_dead_lettered_and_acked(
 
     await eventually(next_one_stored, timeout=20, what="the next message processed")
     assert consumer.running
-    assert await ready_count(channel, queue_name) == 0
-    assert await ready_count(channel, Topology(queue_name).dead) == 0
+    assert await work_broker.work_left() == 0
+    assert await work_broker.take_dead_letters() == [], "one dead letter, once"
 
 
 async def test_a_refused_subscription_leaves_no_task_running(
@@ -357,8 +349,7 @@ async def test_with_the_tester_faults_and_all(
     spawn: Callable[..., ServiceProcess],
     consumers: Consumers,
     service_env: dict[str, str],
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     db_pool: asyncpg.Pool,
 ) -> None:
     """The real status API with short delays and a share of 500s, hangs and garbage: every
@@ -397,7 +388,7 @@ async def test_with_the_tester_faults_and_all(
     await consumers(env)
     ids = list(range(0, 400))
     for k in range(0, len(ids), 40):
-        await publish(channel, queue_name, ids[k : k + 40], callback_id=f"cb{k}")
+        await work_broker.publish(ids[k : k + 40], callback_id=f"cb{k}")
 
     async def all_stored() -> bool:
         return set(await stored(db_pool)) == {i for i in ids if i % 2 == 0}
@@ -409,32 +400,37 @@ async def test_with_the_tester_faults_and_all(
     assert objects["peak_in_flight"] <= 25
     assert objects["answered"]["error"] > 0 and objects["answered"]["garbage"] > 0
     assert objects["gave_up"] > 0, "some requests hung until the consumer gave up"
-    await wait_for_empty(channel, queue_name)
+
+    async def drained() -> bool:
+        return await work_broker.work_left() == 0
+
+    await eventually(drained, timeout=20, what="work drained")
 
 
 async def test_replay_dead_respects_the_limit_and_resets_attempts(
     service_env: dict[str, str],
-    channel: aio_pika.abc.AbstractChannel,
-    queue_name: str,
+    work_broker: WorkBroker,
     tmp_path: Path,
 ) -> None:
-    topology = Topology(queue_name)
     work = IdsMessage("cb-dead", datetime.now(UTC), [7, 8], attempt=5)
     for n in range(3):
-        letter = exhausted_letter(work, {7: "timeout", 8: f"http 50{n}"})
-        await channel.default_exchange.publish(letter, topology.dead)
+        await work_broker.put_dead(exhausted_letter(work, {7: "timeout", 8: f"http 50{n}"}))
     result = await asyncio.to_thread(
-        run_module, "consumer", service_env, tmp_path, "replay-dead", "--limit", "2"
+        run_module,
+        "consumer",
+        work_broker.env(service_env),
+        tmp_path,
+        "replay-dead",
+        "--limit",
+        "2",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert replay_counts(result.stdout) == [2], result.stdout
-    assert await ready_count(channel, topology.dead) == 1
-    queue = await channel.declare_queue(queue_name, passive=True)
-    for _ in range(2):
-        replayed = await queue.get(no_ack=True, timeout=5)
-        body = decode_message(replayed.body)
+    assert len(await work_broker.take_dead_letters()) == 1
+    replayed = [decode_message(body) for body in await work_broker.take_work(2)]
+    for body in replayed:
         assert (body.ids, body.attempt, body.callback_id) == ([7, 8], 0, "cb-dead")
-    assert await ready_count(channel, queue_name) == 0
+    assert await work_broker.work_left() == 0
 
 
 def replay_counts(output: str) -> list[int]:

@@ -1,4 +1,6 @@
-"""The subscription on the real broker: a prefetch re-size never leaves the consumer silent."""
+"""The subscription on the real brokers: a RabbitMQ prefetch re-size never leaves the consumer
+silent; on each broker (the ``work_broker`` fixture), deliveries stop at ``cancel()`` while
+what was delivered can still be acked."""
 
 import asyncio
 import uuid
@@ -14,12 +16,17 @@ from aio_pika.queue import Queue
 
 from common.amqp import connect_amqp
 from common.messages import IdsMessage, decode_message
+from consumer.broker import Message
+from consumer.service import open_broker
 from consumer.stats import WorkerStats
 from consumer.subscription import Subscription
+from tests.support.consumer_brokers import WorkBroker, work_broker
+from tests.support.consumer_status import consumer_settings
 from tests.support.services import Endpoints
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
+__all__ = ["work_broker"]  # the fixture, imported
 
 
 class Recorder:
@@ -103,3 +110,49 @@ async def test_a_resize_whose_cancel_hangs_and_closes_the_channel_keeps_consumin
     finally:
         stop.set()
         await supervisor
+
+
+class Holder:
+    """An intake that holds what it receives (acks it when told)."""
+
+    paused = False
+    unsettled = 0
+
+    def __init__(self) -> None:
+        self.stats = WorkerStats()
+        self.held: list[Message] = []
+
+    async def on_message(self, message: Message) -> None:
+        self.held.append(message)
+
+    @property
+    def callbacks(self) -> set[str]:
+        return {decode_message(m.body).callback_id for m in self.held}
+
+
+async def test_deliveries_stop_at_cancel_and_what_was_delivered_is_still_acked(
+    work_broker: WorkBroker, service_env: dict[str, str]
+) -> None:
+    """The shutdown's contract, on each broker: after ``cancel()`` nothing more reaches the
+    intake, the messages it holds can still be acked, and what it never saw stays for others.
+    (Pub/Sub: at once when it reached the consumer, which nacks it at close; one to three ack
+    deadlines later, measured 10-30 s on a 10 s subscription, when it was still on its way in
+    the stream that closed.)"""
+    env = work_broker.env(
+        {**service_env, "TESTER_ENDPOINT": "http://127.0.0.1:9", "PREFETCH": "20"}
+    )
+    holder = Holder()
+    async with open_broker(consumer_settings(env)) as opened:
+        subscription = await opened.subscribe(holder)
+        for n in range(5):
+            await work_broker.publish([n], callback_id=f"before-{n}")
+        await eventually(lambda: len(holder.held) == 5, timeout=20, what="five delivered")
+        await subscription.cancel()
+        for n in range(3):
+            await work_broker.publish([n], callback_id=f"after-{n}")
+        for message in holder.held:
+            await message.ack()
+    assert holder.callbacks == {f"before-{n}" for n in range(5)}
+    left = {decode_message(body).callback_id for body in await work_broker.take_work(3, timeout=45)}
+    assert left == {f"after-{n}" for n in range(3)}
+    assert await work_broker.work_left() == 0

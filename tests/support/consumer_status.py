@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import aio_pika
@@ -116,18 +116,30 @@ class InProcessConsumer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, channel: aio_pika.abc.AbstractChannel, timeout: float = 20.0) -> None:
-        """Run it, and return once it consumes from its queue."""
+    async def start(
+        self,
+        subscribed: aio_pika.abc.AbstractChannel | Callable[[], Awaitable[bool]],
+        timeout: float = 20.0,
+    ) -> None:
+        """Run it, and return once it consumes: from its queue (a channel to ask RabbitMQ on),
+        or once ``subscribed()`` (another broker's check) is true."""
         self._task = task = asyncio.create_task(run_consumer(self.settings, self._stop))
+        channel = None if callable(subscribed) else subscribed
 
-        async def subscribed() -> bool:
-            if task.done():
-                task.result()
-                raise AssertionError("run_consumer returned before it subscribed")
+        async def consuming() -> bool:
+            if channel is None:
+                assert callable(subscribed)
+                return await subscribed()
             queue = await channel.declare_queue(self.settings.queue_name, passive=True)
             return (queue.declaration_result.consumer_count or 0) > 0
 
-        await eventually(subscribed, timeout=timeout, what="consumer subscribed")
+        async def started() -> bool:
+            if task.done():
+                task.result()
+                raise AssertionError("run_consumer returned before it subscribed")
+            return await consuming()
+
+        await eventually(started, timeout=timeout, what="consumer subscribed")
 
     @property
     def running(self) -> bool:

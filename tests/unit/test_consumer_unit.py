@@ -10,7 +10,6 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import aio_pika
 import orjson
 import pytest
 from hypothesis import given
@@ -18,12 +17,13 @@ from hypothesis import strategies as st
 from structlog.contextvars import get_contextvars, merge_contextvars
 from structlog.testing import capture_logs
 
-from common.amqp import RETRY_TIERS_MS, Topology
+from common.amqp import RETRY_TIERS_MS
 from common.backoff import exponential
 from common.messages import IdsMessage, decode_message
 from common.settings import describe_errors
-from consumer.backoff import RetryPolicy, plan_retry, retry_tiers, tier_for
+from consumer.backoff import RetryPlan, RetryPolicy, plan_retry, retry_tiers, tier_for
 from consumer.batch_writer import BatchWriter
+from consumer.broker import Letter
 from consumer.dead_letter import (
     ERRORS_HEADER,
     KIND_HEADER,
@@ -33,6 +33,8 @@ from consumer.dead_letter import (
     replayable,
 )
 from consumer.ledger import Delivery, Next, exhausted, summarize
+from consumer.pubsub import delivery_attempts_for
+from consumer.rabbitmq import amqp_letter
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
 from consumer.single_flight import Flights
@@ -214,7 +216,7 @@ def test_exhausted_letter_carries_reason_ids_callback_and_attempts() -> None:
     assert orjson.loads(str(letter.headers[ERRORS_HEADER])) == {"1": "http 500", "3": "timeout"}
     assert letter.headers["x-lastseen-callback-id"] == "cb-1"
     assert letter.headers["x-lastseen-attempts"] == 3
-    assert letter.delivery_mode == 2
+    assert amqp_letter(letter).delivery_mode == 2
 
 
 def test_replay_resets_attempts_and_keeps_other_bodies() -> None:
@@ -230,7 +232,8 @@ def test_replay_resets_attempts_and_keeps_other_bodies() -> None:
 
 
 def test_retry_message_counts_one_more_attempt() -> None:
-    message = retry_message(WORK, [2, 3], 1500)
+    retry = IdsMessage(WORK.callback_id, WORK.received_at, [2, 3], WORK.attempt + 1)
+    message = retry_message(retry, 1500)
     body = decode_message(message.body)
     assert (body.ids, body.attempt, body.callback_id) == ([2, 3], 3, "cb-1")
     assert body.received_at == WORK.received_at
@@ -345,16 +348,19 @@ class _NoRows:
         raise AssertionError("offline ids are never written")
 
 
-async def _no_publish(message: aio_pika.Message, routing_key: str) -> None:
-    raise AssertionError("nothing fails, so nothing is retried")
+class _NoHandOff:
+    async def retry(self, work: IdsMessage, plan: RetryPlan) -> None:
+        raise AssertionError("nothing fails, so nothing is retried")
+
+    async def dead_letter(self, letter: Letter) -> None:
+        raise AssertionError("nothing fails, so nothing is dead-lettered")
 
 
 def _worker(max_in_flight: int = 1) -> Worker:
     return Worker(
         _AllOffline(),
         _NoRows(),
-        _no_publish,
-        topology=Topology("q"),
+        _NoHandOff(),
         max_in_flight=max_in_flight,
         retry=RetryPolicy(max_attempts=3, base_delay=0.25, max_delay=0.5),
     )
@@ -384,16 +390,16 @@ class _AllFailing:
 
 
 async def test_a_warning_while_settling_a_delivery_names_its_message_and_callback() -> None:
-    routed: list[str] = []
+    routed: list[Letter] = []
 
-    async def publish(message: aio_pika.Message, routing_key: str) -> None:
-        routed.append(routing_key)
+    class Recording(_NoHandOff):
+        async def dead_letter(self, letter: Letter) -> None:
+            routed.append(letter)
 
     worker = Worker(
         _AllFailing(),
         _NoRows(),
-        publish,
-        topology=Topology("q"),
+        Recording(),
         max_in_flight=4,
         retry=RetryPolicy(max_attempts=1, base_delay=0.25, max_delay=0.5),
     )
@@ -403,7 +409,7 @@ async def test_a_warning_while_settling_a_delivery_names_its_message_and_callbac
         await worker.on_message(delivery)
         await eventually(lambda: delivery.acked, timeout=5, what="dead-lettered, then acked")
         await worker.wait_side_tasks(time.monotonic() + 5)
-    assert routed == [Topology("q").dead]
+    assert [letter.headers[KIND_HEADER] for letter in routed] == ["exhausted"]
     (dead,) = [entry for entry in logs if entry["event"] == "ids_dead_lettered"]
     assert dead["log_level"] == "warning"
     assert (dead["callback_id"], dead["message_id"], dead["ids"]) == ("cb", "m-7", 2)
@@ -493,3 +499,29 @@ def test_the_status_interface_imports_no_http_library() -> None:
         timeout=60,
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("modules", "imports_pubsub"),
+    [
+        ("consumer.__main__, consumer.service, consumer.replay, consumer.rabbitmq", False),
+        ("consumer.pubsub", True),
+    ],
+)
+def test_google_pubsub_is_imported_only_when_chosen(modules: str, imports_pubsub: bool) -> None:
+    """With BROKER=rabbitmq the consumer and replay-dead import everything they run (the
+    RabbitMQ side included) without Google's client library; the Pub/Sub side brings it."""
+    probe = f"import sys, {modules}; print(any(m.startswith('google.cloud') for m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(imports_pubsub)
+
+
+def test_the_dead_letter_policy_counts_max_attempts_within_pubsubs_bounds() -> None:
+    assert [delivery_attempts_for(n) for n in (1, 3, 5, 8, 100)] == [5, 5, 5, 8, 100]
