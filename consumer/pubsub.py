@@ -12,7 +12,7 @@ for the jittered backoff, then only its failed ids, one attempt further, are pub
 topic ``q``, and the original is acked once that publish is confirmed. The subscription's retry
 policy is not used: a nack would redeliver the whole message (every id looked up again) on a
 schedule the emulator does not follow. The subscription's dead-letter policy
-(``max_delivery_attempts`` = ``MAX_ATTEMPTS`` clamped to Pub/Sub's 5..100) is the backstop for a
+(``common.broker.pubsub_topology.DELIVERY_ATTEMPTS`` deliveries) is the backstop for a
 message that keeps coming back unsettled (consumers crashing on it). Dead letters
 (ids out of attempts, malformed messages) are published to the topic ``q.dead`` with the same
 body as RabbitMQ's and the headers as string attributes. docs/pubsub.md says why.
@@ -39,7 +39,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message as ReceivedMessage
 
 from common.broker.pubsub_clients import ensure, publisher_client, subscriber_client
-from common.broker.pubsub_topology import PubSubSettings, PubSubTopology
+from common.broker.pubsub_topology import DELIVERY_ATTEMPTS, PubSubSettings, PubSubTopology
 from common.messages import CONTENT_TYPE, IdsMessage
 from common.retrying import DependencyUnavailable, retry_connect
 from consumer.backoff import RetryPlan
@@ -49,8 +49,6 @@ log = structlog.get_logger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
-# Pub/Sub's bounds for a dead-letter policy's max_delivery_attempts.
-MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
 # The subscription's ack deadline when the consumer creates it. Streaming pull sets its own
 # deadlines on what it delivers (the client's lease manager), so this one only applies to
 # messages pulled otherwise.
@@ -73,12 +71,6 @@ REFUSED = (
     api_exceptions.PermissionDenied,
     api_exceptions.Unauthenticated,
 )
-
-
-def delivery_attempts_for(max_attempts: int) -> int:
-    """The dead-letter policy's ``max_delivery_attempts`` for ``MAX_ATTEMPTS``: the same count,
-    within Pub/Sub's 5..100."""
-    return max(MIN_DELIVERY_ATTEMPTS, min(MAX_DELIVERY_ATTEMPTS, max_attempts))
 
 
 def max_lease_for(retry_max_delay: float, status_timeout: float) -> float:
@@ -278,7 +270,7 @@ async def open_clients(
     settings: PubSubSettings,
     topology: PubSubTopology,
     *,
-    max_delivery_attempts: int,
+    max_delivery_attempts: int = DELIVERY_ATTEMPTS,
     startup_timeout: float,
     ack_deadline_s: int = ACK_DEADLINE_S,
 ) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
@@ -309,7 +301,7 @@ async def open_pubsub(
     settings: PubSubSettings,
     topology: PubSubTopology,
     *,
-    max_delivery_attempts: int,
+    max_delivery_attempts: int = DELIVERY_ATTEMPTS,
     startup_timeout: float,
     max_messages: int,
     max_lease_s: float,

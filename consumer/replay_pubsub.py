@@ -26,9 +26,6 @@ log = structlog.get_logger("consumer")
 
 PULL_BATCH = 100
 PULL_TIMEOUT = 10.0
-# replay-dead has no MAX_ATTEMPTS; should it be the first to create the work subscription, its
-# dead-letter policy gets the consumer's default (8), as a consumer with defaults would create it.
-DEFAULT_DELIVERY_ATTEMPTS = 8
 
 
 async def replay_dead_pubsub(
@@ -43,7 +40,6 @@ async def replay_dead_pubsub(
     publisher, subscriber = await open_clients(
         settings,
         topology,
-        max_delivery_attempts=DEFAULT_DELIVERY_ATTEMPTS,
         startup_timeout=startup_timeout,
     )
     try:

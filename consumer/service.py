@@ -93,12 +93,11 @@ async def open_broker(settings: ConsumerSettings) -> AsyncIterator[ConsumerBroke
     """The broker ``BROKER`` names, connected and its topology declared: the one place the
     consumer chooses (each broker's client is imported only when chosen)."""
     if settings.broker == "pubsub":
-        from consumer.pubsub import delivery_attempts_for, max_lease_for, open_pubsub
+        from consumer.pubsub import max_lease_for, open_pubsub
 
         async with open_pubsub(
             settings.pubsub,
             settings.pubsub_topology,
-            max_delivery_attempts=delivery_attempts_for(settings.max_attempts),
             startup_timeout=settings.startup_timeout,
             # The client counts messages, as RabbitMQ's prefetch does; unset, sized once (the
             # client cannot resize a running stream's flow control).

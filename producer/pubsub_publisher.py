@@ -48,11 +48,6 @@ every callback's wait for its message ids; 1 ms costs a callback about a millise
 puts the messages of callbacks arriving together into one request: measured with
 ``python -m bench.pubsub_batching``, figures in docs/pubsub.md."""
 
-DELIVERY_ATTEMPTS = 50
-"""The work subscription's dead-letter policy, when the producer is the first to create it: the
-RabbitMQ queue's delivery limit (``common.amqp.DELIVERY_LIMIT``), a guard against poison messages.
-The consumer creates the subscription the same way; whoever comes first makes it."""
-
 ENSURE_TIMEOUT = 10.0
 """Each topology call fails after this long instead of the client's own minute of retries: our
 backoff (``BROKER_MAX_BACKOFF``) paces the attempts, so recovery follows an outage closely."""
@@ -230,7 +225,6 @@ class PubSubPublisher:
         await ensure(
             self._settings,
             self._topology,
-            max_delivery_attempts=DELIVERY_ATTEMPTS,
             call_timeout=ENSURE_TIMEOUT,
         )
         await asyncio.to_thread(self._check_subscription)

@@ -20,7 +20,12 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-from common.broker.pubsub_topology import PubSubSettings, PubSubTopology, ensure_topology
+from common.broker.pubsub_topology import (
+    DELIVERY_ATTEMPTS,
+    PubSubSettings,
+    PubSubTopology,
+    ensure_topology,
+)
 
 
 def publisher_client(settings: PubSubSettings, **options: Any) -> pubsub_v1.PublisherClient:
@@ -42,7 +47,7 @@ async def ensure(
     settings: PubSubSettings,
     topology: PubSubTopology,
     *,
-    max_delivery_attempts: int,
+    max_delivery_attempts: int = DELIVERY_ATTEMPTS,
     ack_deadline_s: int = 60,
     call_timeout: float | None = None,
 ) -> None:

@@ -35,6 +35,13 @@ PROJECT_ID = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 RESOURCE_ID = re.compile(r"^(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
 
 WORK_SUFFIX = ".work"
+DELIVERY_ATTEMPTS = 50
+"""The work subscription's dead-letter policy: after this many deliveries of one message, Pub/Sub
+moves it to the dead-letter topic. The RabbitMQ work queue's delivery limit
+(``common.amqp.DELIVERY_LIMIT``), and for the same purpose: a guard against a message that keeps
+coming back unsettled (consumers dying on it). Lookup failures are counted apart, in the message
+(``MAX_ATTEMPTS``). One value for every service, since whichever starts first creates the
+subscription."""
 DEAD_SUFFIX = ".dead"
 
 

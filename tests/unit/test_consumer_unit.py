@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from structlog.contextvars import get_contextvars, merge_contextvars
 from structlog.testing import capture_logs
 
-from common.amqp import RETRY_TIERS_MS
+from common.amqp import DELIVERY_LIMIT, RETRY_TIERS_MS
 from common.backoff import exponential
+from common.broker.pubsub_topology import DELIVERY_ATTEMPTS
 from common.messages import IdsMessage, decode_message
 from common.settings import describe_errors
 from consumer.backoff import RetryPlan, RetryPolicy, plan_retry, retry_tiers, tier_for
@@ -33,7 +34,6 @@ from consumer.dead_letter import (
     replayable,
 )
 from consumer.ledger import Delivery, Next, exhausted, summarize
-from consumer.pubsub import delivery_attempts_for
 from consumer.rabbitmq import amqp_letter
 from consumer.retry import retry_message
 from consumer.settings import ConsumerSettings
@@ -523,5 +523,6 @@ def test_google_pubsub_is_imported_only_when_chosen(modules: str, imports_pubsub
     assert done.stdout.strip() == str(imports_pubsub)
 
 
-def test_the_dead_letter_policy_counts_max_attempts_within_pubsubs_bounds() -> None:
-    assert [delivery_attempts_for(n) for n in (1, 3, 5, 8, 100)] == [5, 5, 5, 8, 100]
+def test_pubsubs_dead_letter_policy_is_rabbitmqs_delivery_limit_within_pubsubs_bounds() -> None:
+    assert DELIVERY_ATTEMPTS == DELIVERY_LIMIT
+    assert 5 <= DELIVERY_ATTEMPTS <= 100  # what the service accepts
