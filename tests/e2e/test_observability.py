@@ -413,7 +413,7 @@ def test_the_live_view_under_tmux_shows_the_queue_and_the_table(
                 "queue: work": str(expected["queue_work"]),
                 "queue: retry tiers": "0",
                 "queue: dead": str(expected["queue_dead"]),
-                "rows in object": str(expected["rows"]),
+                "objects stored": str(expected["rows"]),
                 "oldest last_seen": expected["oldest"].isoformat(),
                 "spool depth": str(expected["spool_depth"]),
                 "dead letters": str(expected["queue_dead"]),
