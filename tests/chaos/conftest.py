@@ -27,9 +27,12 @@ import aio_pika
 import pytest
 
 from common.amqp import RETRY_TIERS_MS, Topology
+from common.broker.pubsub_clients import ensure
+from common.broker.pubsub_topology import PubSubSettings, PubSubTopology
 from tests.support.amqp import amqp_uri_via
 from tests.support.database import RUN_ID, admin, postgres_env, with_database
 from tests.support.proxy import TcpProxy
+from tests.support.pubsub_emulator import EMULATOR_PROJECT, running_emulator
 from tests.support.rabbit_node import PrivateRabbitNode
 from tests.support.redis_server import RedisServer
 from tests.support.services import Endpoints
@@ -42,6 +45,10 @@ LOGS_PATH = RESULTS_PATH.parent / "chaos-logs"
 
 # Sustained load: 10 callbacks/s of 0..100 ids from 0..999, status answers in 5-60 ms. Retries
 # short enough to finish inside a scenario; TTL long so that expiry never confuses the audit.
+OUTAGE_S = 30.0  # the issue's cut length, broker and database
+# A stalled RabbitMQ path: longer than every publish/confirm timeout, shorter than heartbeats.
+HANG_S = 10.0
+
 KNOBS = {
     "TESTER_INTERVAL": "100ms",
     "TESTER_DELAY_MIN": "5ms",
@@ -104,23 +111,44 @@ def chaos_run(endpoints: Endpoints) -> Iterator[ChaosRun]:
         yield ChaosRun(base, node.amqp_uri if node else endpoints.amqp_uri, node, started_at)
 
 
-# The default param, named, so that a test parametrized with BOTH_STORES shares its instance.
-@pytest.fixture(scope="package", params=["postgres"])
+# The default param, named, so that a test parametrized with other suites shares its instance.
+@pytest.fixture(scope="package", params=["rabbitmq-postgres"])
 def chaos_suite(
     request: pytest.FixtureRequest, chaos_run: ChaosRun, endpoints: Endpoints
 ) -> Iterator[ChaosSuite]:
-    """The suite on PostgreSQL, or on Redis where a test asks for ``redis`` (see
-    :data:`BOTH_STORES`): one at a time, each with a queue of its own on the run's broker."""
-    store = request.param
+    """The suite a test asks for (:data:`BOTH_STORES`, :data:`BOTH_BROKERS`, :data:`EVERY_SUITE`;
+    RabbitMQ and PostgreSQL by default), one at a time, each with a queue of its own."""
+    variant = request.param
+    broker, store = variant.split("-")
     database = f"lastseen_chaos_{RUN_ID}_{uuid.uuid4().hex[:4]}"
     queue = f"lastseen_chaos_{RUN_ID}_{store}"
-    workdir = chaos_run.base / f"suite-{store}"
+    workdir = chaos_run.base / f"suite-{variant}"
     amqp_uri = chaos_run.amqp_uri
     with contextlib.ExitStack() as cleanup:
         # The services' logs outlive the run, for whoever has to explain a failed scenario.
-        cleanup.callback(_keep_logs, workdir, store)
-        cleanup.callback(_delete_queues, amqp_uri, queue)
-        broker_proxy = TcpProxy(*_host_port(amqp_uri)).start()
+        cleanup.callback(_keep_logs, workdir, variant)
+        if broker == "pubsub":
+            emulator = cleanup.enter_context(running_emulator())
+            broker_proxy = TcpProxy(*_host_port(f"//{emulator.host}")).start()
+            broker_env = {
+                "BROKER": "pubsub",
+                "PUBSUB_PROJECT_ID": EMULATOR_PROJECT,
+                "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{broker_proxy.port}",
+            }
+            # Made before the services start (they keep what exists): a 10 s ack deadline, so
+            # that a killed consumer's messages come back within a scenario.
+            asyncio.run(
+                ensure(
+                    PubSubSettings(EMULATOR_PROJECT, emulator.host),
+                    PubSubTopology.for_queue(EMULATOR_PROJECT, queue),
+                    max_delivery_attempts=int(KNOBS["MAX_ATTEMPTS"]),
+                    ack_deadline_s=10,
+                )
+            )
+        else:
+            cleanup.callback(_delete_queues, amqp_uri, queue)
+            broker_proxy = TcpProxy(*_host_port(amqp_uri)).start()
+            broker_env = {"AMQP_URI": amqp_uri_via(amqp_uri, broker_proxy)}
         cleanup.callback(broker_proxy.stop)
         server: RedisServer | None = None
         if store == "redis":
@@ -143,12 +171,7 @@ def chaos_suite(
                 "POSTGRES_PORT": str(db_proxy.port),
             }
         cleanup.callback(db_proxy.stop)
-        env = {
-            "AMQP_URI": amqp_uri_via(amqp_uri, broker_proxy),
-            "QUEUE_NAME": queue,
-            **store_env,
-            **KNOBS,
-        }
+        env = {**broker_env, "QUEUE_NAME": queue, **store_env, **KNOBS}
         suite = Suite.create(env, workdir)
         cleanup.callback(suite.stop_all)
         # Keys expire by themselves: a Redis deployment runs no routine.
@@ -164,12 +187,24 @@ def chaos_suite(
             results=chaos_run.results,
             started_at=chaos_run.started_at,
             redis=server,
+            pubsub=broker == "pubsub",
+            # Pub/Sub's path hangs as long as a cut lasts (issue 21); RabbitMQ's shorter than its
+            # heartbeat, so that the hang is not noticed as a cut.
+            hang_s=OUTAGE_S if broker == "pubsub" else HANG_S,
         )
         yield chaos
 
 
-# For a scenario that runs on both stores: ``@BOTH_STORES`` (the others run on PostgreSQL).
-BOTH_STORES = pytest.mark.parametrize("chaos_suite", ["postgres", "redis"], indirect=True)
+# Which suites a scenario runs on (the others: RabbitMQ and PostgreSQL alone).
+BOTH_STORES = pytest.mark.parametrize(
+    "chaos_suite", ["rabbitmq-postgres", "rabbitmq-redis"], indirect=True
+)
+BOTH_BROKERS = pytest.mark.parametrize(
+    "chaos_suite", ["rabbitmq-postgres", "pubsub-postgres"], indirect=True
+)
+EVERY_SUITE = pytest.mark.parametrize(
+    "chaos_suite", ["rabbitmq-postgres", "rabbitmq-redis", "pubsub-postgres"], indirect=True
+)
 
 
 def _keep_logs(workdir: Path, store: str) -> None:

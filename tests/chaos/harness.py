@@ -109,15 +109,25 @@ class ChaosSuite:
     started_at: datetime = field(default_factory=now)
     redis: RedisServer | None = None
     """With ``STORE=redis``: the suite's Redis (``db_proxy`` then stands before it)."""
+    pubsub: bool = False
+    """With ``BROKER=pubsub``: ``broker_proxy`` stands before the Pub/Sub emulator."""
+    hang_s: float = 10.0
+    """How long the broker's path hangs in that scenario."""
 
     @property
     def store_noun(self) -> str:
         """What the scenarios call the store: ``database`` (PostgreSQL) or ``Redis``."""
         return "Redis" if self.redis else "database"
 
+    @property
+    def label(self) -> str | None:
+        """What the rows of a suite other than RabbitMQ + PostgreSQL say they ran on."""
+        return "Pub/Sub" if self.pubsub else "Redis" if self.redis else None
+
     def named(self, scenario: str) -> str:
-        """A scenario's name in the results: the Redis suite's rows say so."""
-        return scenario if self.redis is None or "Redis" in scenario else f"{scenario} (Redis)"
+        """A scenario's name in the results: a suite other than the default says which."""
+        label = self.label
+        return scenario if label is None or label in scenario else f"{scenario} ({label})"
 
     def consumers_ready(self) -> list[int]:
         """Each running consumer's ``/ready`` status code (0: no answer)."""

@@ -17,14 +17,12 @@ import pytest
 from tests.support.rabbit_node import PrivateRabbitNode
 from tests.support.waiting import eventually
 
-from .conftest import BOTH_STORES
+from .conftest import BOTH_BROKERS, BOTH_STORES, EVERY_SUITE, HANG_S, OUTAGE_S
 from .harness import ChaosSuite, Scenario, ScenarioResult, now
 
 pytestmark = pytest.mark.chaos
 
 KILL_PAUSE_S = 1.0  # "restarted after a moment"
-OUTAGE_S = 30.0  # the cut length, broker and database
-HANG_S = 10.0  # a stalled path: longer than every publish/confirm timeout, shorter than heartbeats
 FAULTY_STATUS_S = 10.0
 
 
@@ -75,7 +73,7 @@ async def test_kill_9_producer(chaos: ChaosSuite) -> None:
     passed(await scenario.settle())
 
 
-@BOTH_STORES
+@EVERY_SUITE
 async def test_kill_9_every_consumer(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin("kill -9 every consumer", "SIGKILL of both, restart after 1 s")
     await kill_and_restart(chaos, scenario, *consumers(chaos))
@@ -90,6 +88,7 @@ async def test_kill_9_routine(chaos: ChaosSuite) -> None:
     passed(await scenario.settle())
 
 
+@BOTH_BROKERS
 async def test_broker_connection_cut(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin(
         "broker connection cut", f"TCP proxy resets and refuses for {OUTAGE_S:.0f} s"
@@ -172,13 +171,15 @@ async def test_database_sessions_terminated(chaos: ChaosSuite) -> None:
     passed(await scenario.settle(notes=f"{terminated} sessions terminated"))
 
 
+@BOTH_BROKERS
 async def test_broker_path_hangs(chaos: ChaosSuite) -> None:
     scenario = await chaos.begin(
-        "broker path hangs", f"TCP proxy forwards nothing, resets nothing, for {HANG_S:.0f} s"
+        "broker path hangs",
+        f"TCP proxy forwards nothing, resets nothing, for {chaos.hang_s:.0f} s",
     )
     scenario.fault_begins()
     chaos.broker_proxy.blackhole()
-    deepest = await spool_used_during(chaos, HANG_S)
+    deepest = await spool_used_during(chaos, chaos.hang_s)
     chaos.broker_proxy.restore()
     scenario.fault_ends()
     assert deepest > 0, "the producer never spooled: the hang did not reach it"
@@ -199,7 +200,7 @@ async def test_database_path_hangs(chaos: ChaosSuite) -> None:
     passed(await scenario.settle(notes=await ready_again(chaos)))
 
 
-@pytest.mark.parametrize("chaos_suite", ["redis"], indirect=True)
+@pytest.mark.parametrize("chaos_suite", ["rabbitmq-redis"], indirect=True)
 async def test_redis_kill_9_and_aof_restart(chaos: ChaosSuite) -> None:
     server = chaos.redis
     assert server is not None
@@ -234,6 +235,7 @@ async def test_status_api_faults(chaos: ChaosSuite) -> None:
     passed(result)
 
 
+@BOTH_BROKERS
 async def test_sigterm_every_service(chaos: ChaosSuite) -> None:
     suite = chaos.suite
     services = [name for name in suite.processes if name != "tester"]

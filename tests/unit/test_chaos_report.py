@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.chaos import conftest as chaos_conftest
 from tests.chaos import report
 
 pytestmark = pytest.mark.unit
@@ -86,30 +87,33 @@ def test_a_document_without_markers_is_refused() -> None:
 
 def scenario_names(source: str) -> list[str]:
     """The row name of every scenario ``test_scenarios.py`` runs: the first argument of each
-    test's ``chaos.begin(...)``, once per store the test runs on (``@BOTH_STORES``, or an
-    indirect parametrization of ``chaos_suite``; PostgreSQL otherwise), named as
+    test's ``chaos.begin(...)``, once per suite the test runs on (a mark of ``conftest.py``, or
+    an indirect parametrization of ``chaos_suite``; RabbitMQ and PostgreSQL otherwise), named as
     :meth:`tests.chaos.harness.ChaosSuite.named` names it."""
+    marks = {
+        name: mark.args[1]
+        for name, mark in vars(chaos_conftest).items()
+        if isinstance(mark, pytest.MarkDecorator) and mark.args[:1] == ("chaos_suite",)
+    }
+    labels = {"rabbitmq-postgres": None, "rabbitmq-redis": "Redis", "pubsub-postgres": "Pub/Sub"}
     names = []
     for node in ast.parse(source).body:
         if not isinstance(node, ast.AsyncFunctionDef) or not node.name.startswith("test_"):
             continue
-        stores = ["postgres"]
+        suites = ["rabbitmq-postgres"]
         for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Name) and decorator.id == "BOTH_STORES":
-                stores = ["postgres", "redis"]
-            elif (
-                isinstance(decorator, ast.Call)
-                and ast.unparse(decorator.args[0]) == "'chaos_suite'"
-            ):
-                stores = ast.literal_eval(decorator.args[1])
+            if isinstance(decorator, ast.Name) and decorator.id in marks:
+                suites = marks[decorator.id]
+            elif isinstance(decorator, ast.Call) and "'chaos_suite'" in ast.unparse(decorator):
+                suites = ast.literal_eval(decorator.args[1])
         begin = next(
             call
             for call in ast.walk(node)
             if isinstance(call, ast.Call) and ast.unparse(call.func) == "chaos.begin"
         )
         template = begin.args[0]
-        for store in stores:
-            noun = "Redis" if store == "redis" else "database"
+        for suite in suites:
+            noun = "Redis" if suite.endswith("redis") else "database"
             if isinstance(template, ast.JoinedStr):
                 name = "".join(
                     noun if isinstance(part, ast.FormattedValue) else str(ast.literal_eval(part))
@@ -117,8 +121,9 @@ def scenario_names(source: str) -> list[str]:
                 )
             else:
                 name = ast.literal_eval(template)
-            if store == "redis" and "Redis" not in name:
-                name += " (Redis)"
+            label = labels[suite]
+            if label is not None and label not in name:
+                name += f" ({label})"
             names.append(name)
     return names
 
