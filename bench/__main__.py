@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark side by side in one run, written to docs/BENCHMARKS.md.
 
-    python -m bench                      # the full run (about 19 minutes), into docs/
+    python -m bench                      # the full run (about 21 minutes), into docs/
     python -m bench --smoke --output DIR # seconds long, for CI: the command works, end to end
 
 Sections, each a function of its own module (also runnable alone, see each module):
@@ -9,7 +9,9 @@ Sections, each a function of its own module (also runnable alone, see each modul
 ``bench.commit_clock``, ``bench.profile_summary``), 4. CPU and memory (from every section),
 5. the routine at scale (``bench.routine_bench``), 6. overload (capacity, then 4x it), 7. Redis as
 the store (``bench.consumer_bench`` with ``STORE=redis`` against ``STORE=postgres``, alternating,
-and ``bench.redis_store_bench``: Redis server CPU per stored id).
+and ``bench.redis_store_bench``: Redis server CPU per stored id), 8. Pub/Sub as the broker
+(``bench.consumer_bench`` with ``BROKER=pubsub`` against Google's emulator and ``BROKER=rabbitmq``,
+alternating; informational: the emulator is not the service).
 
 Run it alone on the machine if you can (``flock /tmp/lastseen-heavy.lock python -m bench``).
 """
@@ -36,15 +38,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench.broker import broker_status
-from bench.consumer_bench import Bench, ConsumerFigures, ConsumerRun
+from bench.consumer_bench import Bench, ConsumerFigures, ConsumerRun, launcher
 from bench.measure import ROOT, MachineInfo, load_average
 from bench.producer_bench import AcceptanceRun
 from bench.producer_bench import acceptance as run_acceptance
 from bench.profile_summary import summarise
 from bench.redis_store_bench import StoreRun
 from bench.redis_store_bench import repeats as store_repeats
-from bench.report import Results, write
+from bench.report import Results, pubsub_summary, write
 from bench.routine_bench import RoutineRun, routine_at_scale
+from tests.support.pubsub_emulator import running_emulator
 
 Say = Callable[[str, str], None]  # (section, what it does now) -> the progress display
 BENCH_ENV = ("BENCH_AMQP_URI", "BENCH_RABBITMQ_NODE", "BENCH_DATABASE_URL")
@@ -64,6 +67,8 @@ class Plan:
     store_rounds: int
     redis_store: StoreRun
     redis_store_repeats: int
+    brokers: ConsumerRun
+    broker_rounds: int
     overload_factor: float = 4.0
     sections: list[str] = field(
         default_factory=lambda: [
@@ -73,6 +78,7 @@ class Plan:
             "routine",
             "overload",
             "redis",
+            "pubsub",
         ]
     )
 
@@ -116,6 +122,12 @@ def full_plan() -> Plan:
         store_rounds=3,
         redis_store=StoreRun(seconds=8),
         redis_store_repeats=3,
+        # The same consumer at 3,000 ids/s with each broker, published directly: ~20 s a run,
+        # 3 rounds of 2 (about 2 minutes with the emulator's start).
+        brokers=ConsumerRun(
+            max_consumers=12000, rate=3000, duration=12, warmup=5, read_back=False, **real
+        ),
+        broker_rounds=3,
     )
 
 
@@ -160,6 +172,10 @@ def smoke_plan() -> Plan:
         store_rounds=1,
         redis_store=StoreRun(seconds=1),
         redis_store_repeats=1,
+        brokers=ConsumerRun(
+            max_consumers=400, rate=600, duration=1.5, warmup=0.5, read_back=False, **short
+        ),
+        broker_rounds=1,
     )
 
 
@@ -233,6 +249,23 @@ async def redis(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
     results.redis_store = await store_repeats(plan.redis_store, plan.redis_store_repeats)
 
 
+async def pubsub(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
+    # One emulator of the section's own for every Pub/Sub run (it starts in seconds, a JVM);
+    # rounds alternate which broker goes first, as in section 7.
+    section = "8 pubsub"
+    say(section, "starting the Pub/Sub emulator (not the service)")
+    with running_emulator(launcher()) as emulator:
+        for number in range(plan.broker_rounds):
+            order = ("rabbitmq", "pubsub") if number % 2 == 0 else ("pubsub", "rabbitmq")
+            pair: dict[str, ConsumerFigures] = {}
+            for broker in order:
+                label = f"{section} {number + 1}/{plan.broker_rounds}"
+                progress = partial(_say_store, say, label, broker)
+                run = replace(plan.brokers, broker=broker)
+                pair[broker] = await Bench(run, progress, emulator).run()
+            results.broker_rounds.append((pair["rabbitmq"], pair["pubsub"]))
+
+
 SECTIONS: dict[str, Callable[[Plan, Results, Say, Path], Awaitable[None]]] = {
     "acceptance": acceptance,
     "fanout": fanout,
@@ -240,6 +273,7 @@ SECTIONS: dict[str, Callable[[Plan, Results, Say, Path], Awaitable[None]]] = {
     "routine": routine,
     "overload": overload,
     "redis": redis,
+    "pubsub": pubsub,
 }
 
 
@@ -250,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections: acceptance,fanout,pipeline,routine,overload,redis",
+        help="comma-separated sections: acceptance,fanout,pipeline,routine,overload,redis,pubsub",
     )
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -294,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     results.elapsed_s = time.monotonic() - started
     results.load_after = load_average()
     path = write(results, args.output)
+    if results.broker_rounds:
+        console.print(pubsub_summary(results), soft_wrap=True)
     console.print(f"wrote {path} and {path.parent / 'benchmarks'}/*.png")
     return 0
 

@@ -14,6 +14,9 @@ single-flight cannot flatter the figures.
     python -m bench.consumer_bench load --max-consumers 8000 --rate 3000 --duration 60
     # the same with STORE=redis (a redis-server of the run's own; its CPU per id is printed)
     python -m bench.consumer_bench load --store redis --max-consumers 8000 --rate 3000
+    # the same with BROKER=pubsub: Google's emulator of the run's own (NOT the service: its
+    # publish answers in about a millisecond, the service's in tens), the load published to it
+    python -m bench.consumer_bench load --broker pubsub --max-consumers 8000 --rate 3000
 
 Definitions (printed with the figures):
 * ids/s: status lookups answered per second (the status API's own count), over the measured
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -46,6 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -69,11 +74,20 @@ from bench.measure import (
 )
 from bench.verdicts import Spread, at, common_quantile
 from common.amqp import RETRY_TIERS_MS, Topology, declare_topology
+from common.broker.pubsub_topology import PubSubSettings, PubSubTopology
 from common.db import migrate
 from common.messages import IdsMessage
+from tests.support.pubsub_emulator import (
+    EmulatorMissing,
+    PubSubEmulator,
+    find_emulator,
+    running_emulator,
+)
 from tests.support.redis_server import RedisServer
 
 FIRST_ID = 1_000_000_000
+PUBSUB_PROJECT = "lastseen-bench"
+MESSAGE_ID_ATTRIBUTE = "message_id"  # the producer's (producer.pubsub_publisher)
 IDS_PER_CALLBACK = 200
 CALLBACK_TIMEOUT = 1.0  # the tester's client timeout: a slower answer is a missed callback
 Progress = Callable[[str], None]
@@ -109,6 +123,7 @@ class ConsumerRun:
     broker_status: Callable[[], dict[str, object]] | None = None  # sampled during the window
     store: str = "postgres"  # STORE: postgres | redis (a redis-server of the run's own)
     read_back: bool = True  # after the window, read the stored rows (freshness, overhead)
+    broker: str = "rabbitmq"  # BROKER: rabbitmq | pubsub (Google's emulator, not the service)
 
     @property
     def saturate(self) -> bool:
@@ -254,9 +269,82 @@ async def delete_topology(queue: str) -> None:
         await connection.close()
 
 
+def launcher() -> Path:
+    """The emulator's launcher, or exit with the one line saying where it was looked for."""
+    try:
+        return find_emulator()
+    except EmulatorMissing as error:
+        raise SystemExit(str(error)) from None
+
+
+class PubSubLoad:
+    """The work topology on the emulator at ``host`` and a publisher to its topic (the
+    producer's message format: the body of :class:`IdsMessage`, its id as an attribute)."""
+
+    def __init__(self, host: str, queue: str) -> None:
+        self.settings = PubSubSettings(PUBSUB_PROJECT, host)
+        self.topology = PubSubTopology.for_queue(PUBSUB_PROJECT, queue)
+        self.publisher: Any = None
+
+    async def start(self) -> None:
+        from common.broker.pubsub_clients import ensure, publisher_client
+
+        await ensure(self.settings, self.topology, call_timeout=30)
+        self.publisher = await asyncio.to_thread(publisher_client, self.settings)
+
+    async def publish(self, body: bytes, message_id: str) -> None:
+        future = self.publisher.publish(
+            self.topology.topic, body, **{MESSAGE_ID_ATTRIBUTE: message_id}
+        )
+        await asyncio.wrap_future(future)
+
+    async def remove(self) -> None:
+        """Stop the publisher, then delete the topology (the emulator may serve other runs)."""
+        from common.broker.pubsub_clients import publisher_client, subscriber_client
+
+        def remove() -> None:
+            if self.publisher is not None:
+                self.publisher.stop()
+                self.publisher.transport.close()
+            publisher, subscriber = (
+                publisher_client(self.settings),
+                subscriber_client(self.settings),
+            )
+            try:
+                for subscription in (
+                    self.topology.work_subscription,
+                    self.topology.dead_subscription,
+                ):
+                    with contextlib.suppress(Exception):  # never created: nothing to delete
+                        subscriber.delete_subscription(subscription=subscription, timeout=30)
+                for topic in (self.topology.topic, self.topology.dead_topic):
+                    with contextlib.suppress(Exception):
+                        publisher.delete_topic(topic=topic, timeout=30)
+            finally:
+                publisher.transport.close()
+                subscriber.close()
+
+        await asyncio.to_thread(remove)
+
+
 class Bench:
-    def __init__(self, run: ConsumerRun, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        run: ConsumerRun,
+        progress: Progress | None = None,
+        emulator: PubSubEmulator | None = None,
+    ) -> None:
+        """``emulator``: with ``run.broker == "pubsub"``, a started emulator to use (its CPU is
+        measured too); None: the run starts one of its own."""
+        if run.broker not in ("rabbitmq", "pubsub"):
+            raise SystemExit(f"broker must be rabbitmq or pubsub, not {run.broker!r}")
+        if run.broker == "pubsub" and (run.saturate or run.via_producer):
+            raise SystemExit(
+                "broker pubsub: load mode only, published directly (no backlog, no producer)"
+            )
         self.run_config = run
+        self.emulator = emulator
+        self.pubsub: PubSubLoad | None = None
         self.progress = progress or (lambda _text: None)
         tag = uuid.uuid4().hex[:8]
         self.queue = f"bench_consumer_{tag}"
@@ -286,7 +374,14 @@ class Bench:
         connection = await aio_pika.connect(AMQP_URI)
         channel = await connection.channel(publisher_confirms=True)
         await declare_topology(channel, self.queue)
+        own_emulator = contextlib.ExitStack()
         try:
+            if self.run_config.broker == "pubsub":
+                if self.emulator is None:
+                    self.progress("starting the Pub/Sub emulator")
+                    self.emulator = own_emulator.enter_context(running_emulator(launcher()))
+                self.pubsub = PubSubLoad(self.emulator.host, self.queue)
+                await self.pubsub.start()
             if self.run_config.store == "redis":
                 # Never the machine's 6379 one: a server of the run's own, AOF everysec.
                 self.redis = RedisServer(self.workdir / "redis").start()
@@ -308,6 +403,9 @@ class Bench:
                     process.kill()
             if self.redis is not None:
                 self.redis.remove()
+            if self.pubsub is not None:
+                await self.pubsub.remove()
+            own_emulator.close()
             await connection.close()
             await delete_topology(self.queue)
             await pool.close()
@@ -401,9 +499,19 @@ class Bench:
             if self.redis is not None
             else postgres_env(self.database)
         )
+        broker: dict[str, str] = (
+            {
+                "BROKER": "pubsub",
+                "PUBSUB_PROJECT_ID": PUBSUB_PROJECT,
+                "PUBSUB_EMULATOR_HOST": self.pubsub.settings.emulator_host or "",
+            }
+            if self.pubsub is not None
+            else {}
+        )
         env = {
             "AMQP_URI": AMQP_URI,
             "QUEUE_NAME": self.queue,
+            **broker,
             **store,
             "TESTER_ENDPOINT": status_url,
             "MAX_CONSUMERS": str(run.max_consumers),
@@ -427,6 +535,9 @@ class Bench:
     async def publish_one(self, channel: aio_pika.abc.AbstractChannel) -> None:
         ids = self.take_ids()
         body = IdsMessage(f"bench-{ids[0]}", datetime.now(UTC), ids).encode()
+        if self.pubsub is not None:
+            await self.pubsub.publish(body, f"bench-{ids[0]}")
+            return
         await channel.default_exchange.publish(
             aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=self.queue,
@@ -482,6 +593,8 @@ class Bench:
         pids: dict[str, int | None] = {name: p.pid for name, p in self.processes.items()}
         if self.redis is not None:
             pids["redis-server"] = self.redis.pid
+        if self.pubsub is not None and self.emulator is not None and self.emulator.process:
+            pids["pubsub emulator"] = self.emulator.process.pid
         pids["load generator"] = None
         meters = {name: CpuMeter(pid) for name, pid in pids.items()}
         for meter in meters.values():
@@ -495,8 +608,10 @@ class Bench:
         while time.monotonic() - t_0 < run.duration:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            declared = await channel.declare_queue(self.queue, passive=True)
-            depth = declared.declaration_result.message_count or 0
+            depth = 0  # with Pub/Sub: not measured (the emulator gives no backlog)
+            if self.pubsub is None:
+                declared = await channel.declare_queue(self.queue, passive=True)
+                depth = declared.declaration_result.message_count or 0
             figures.max_backlog = max(figures.max_backlog, depth)
             count, _ = await served()
             figures.cpu_timeline.append((now - t_0, cpu_seconds(consumer.pid), count))
@@ -653,7 +768,10 @@ def print_figures(figures: ConsumerFigures) -> None:
         )
     else:
         print(f"  offered           {run.rate:8.0f} ids/s   served {figures.rate:.0f} ids/s")
-        print(f"  max backlog       {figures.max_backlog:8d} messages in the work queue")
+        if run.broker == "pubsub":
+            print("  broker            Pub/Sub emulator (not the service; backlog not read)")
+        else:
+            print(f"  max backlog       {figures.max_backlog:8d} messages in the work queue")
     for name, cost in figures.costs.items():
         print(
             f"  {name:<16}  {cost.cpu_ms_per_id:8.3f} ms CPU/id ({cost.cpu_seconds:.1f} s), "
@@ -724,6 +842,12 @@ def main() -> None:
     parser.add_argument(
         "--store", choices=["postgres", "redis"], default="postgres", help="the consumer's STORE"
     )
+    parser.add_argument(
+        "--broker",
+        choices=["rabbitmq", "pubsub"],
+        default="rabbitmq",
+        help="the consumer's BROKER (pubsub: Google's emulator of the run's own, not the service)",
+    )
     args = parser.parse_args()
     run = ConsumerRun(
         max_consumers=args.max_consumers,
@@ -741,6 +865,7 @@ def main() -> None:
         consumer_nice=args.nice,
         track_commits=args.mode == "load" and args.store == "postgres",
         store=args.store,
+        broker=args.broker,
         drain=args.drain,
         cprofile_path=args.profile,
     )

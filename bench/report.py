@@ -63,6 +63,8 @@ class Results:
     # Issue 20: (STORE=postgres, STORE=redis) per round, and the Redis store's throughput.
     store_rounds: list[tuple[ConsumerFigures, ConsumerFigures]] = field(default_factory=list)
     redis_store: list[StoreFigures] = field(default_factory=list)
+    # Issue 21: (BROKER=rabbitmq, BROKER=pubsub against Google's emulator) per round.
+    broker_rounds: list[tuple[ConsumerFigures, ConsumerFigures]] = field(default_factory=list)
 
 
 def ms(value: float) -> str:
@@ -238,6 +240,8 @@ def write(results: Results, output: Path) -> Path:
         lines += _overload(results)
     if results.store_rounds or results.redis_store:
         lines += _redis(results)
+    if results.broker_rounds:
+        lines += _pubsub(results)
     notes = plots / "NOTES.md"
     if notes.exists():  # hand-written reading of a run, kept across runs (it carries its date)
         lines += ["## Reading the run (hand-written: benchmarks/NOTES.md)", "", notes.read_text()]
@@ -1021,3 +1025,87 @@ def _redis(results: Results) -> list[str]:
             "",
         ]
     return lines
+
+
+EMULATOR_CAVEAT = (
+    "informational, no target: the emulator is not the service (it answers a publish in about a "
+    "millisecond, the service in tens; docs/pubsub.md says which settings change for it)"
+)
+
+
+def _consumer_cpu(figures: ConsumerFigures) -> float:
+    return figures.costs["consumer"].cpu_ms_per_id
+
+
+def pubsub_vs_rabbitmq(results: Results) -> Spread:
+    """The consumer's CPU per id with BROKER=pubsub over that with BROKER=rabbitmq, per round."""
+    return Spread.of(_consumer_cpu(p) / _consumer_cpu(r) for r, p in results.broker_rounds)
+
+
+def pubsub_summary(results: Results) -> str:
+    """One line for the terminal: section 8's figures and what they are not."""
+    rate = results.broker_rounds[0][0].run.rate
+    rabbit = Spread.of(_consumer_cpu(r) for r, _ in results.broker_rounds)
+    pubsub = Spread.of(_consumer_cpu(p) for _, p in results.broker_rounds)
+    ratio = pubsub_vs_rabbitmq(results).label(2, "×")
+    return (
+        f"8. consumer CPU ms/id at {rate:,.0f} ids/s: BROKER=rabbitmq {rabbit.label(4)}, "
+        f"BROKER=pubsub (emulator) {pubsub.label(4)}, ratio pubsub/rabbitmq {ratio}"
+        f" — {EMULATOR_CAVEAT}"
+    )
+
+
+def _pubsub(results: Results) -> list[str]:
+    run = results.broker_rounds[0][0].run
+    rows = []
+    for number, pair in enumerate(results.broker_rounds, 1):
+        for f in pair:
+            consumer = f.costs["consumer"]
+            emulator = f.costs.get("pubsub emulator")
+            rows.append(
+                (
+                    str(number),
+                    f.run.broker,
+                    f"{f.rate:,.0f}",
+                    f"{f.ids_done:,}",
+                    f"{consumer.cpu_ms_per_id:.4f}",
+                    num(consumer.peak_rss_mb),
+                    f"{emulator.cpu_ms_per_id:.4f}" if emulator else "–",
+                )
+            )
+
+    def spread(broker: int) -> str:
+        return Spread.of(_consumer_cpu(pair[broker]) for pair in results.broker_rounds).label(4)
+
+    return [
+        "## 8. Pub/Sub as the broker, against Google's emulator (issue 21)",
+        "",
+        f"**{EMULATOR_CAVEAT[0].upper()}{EMULATOR_CAVEAT[1:]}.** "
+        f"The same `python -m consumer` (`MAX_CONSUMERS={run.max_consumers}`, batches of "
+        f"{run.batch_rows} rows / {run.batch_delay}, `STORE=postgres`) at {run.rate:,.0f} ids/s "
+        f"offered, {run.ids_per_message} ids per message published straight to its queue "
+        "(`BROKER=rabbitmq`, the shared RabbitMQ) or to its topic (`BROKER=pubsub`: Google's "
+        "emulator, one the section starts for itself, the message id as the producer's "
+        "`message_id` attribute), the status API answering after "
+        f"{run.delay_min}–{run.delay_max} s; rounds: {len(results.broker_rounds)}, the order of "
+        f"the two alternating; each run {run.duration:g} s after a {run.warmup:g} s warm-up. "
+        "CPU per id as in section 4 (the consumer process's utime + stime per id answered). "
+        f"Consumer CPU ms/id: `BROKER=rabbitmq` **{spread(0)}**, `BROKER=pubsub` "
+        f"**{spread(1)}**; ratio pubsub / rabbitmq, per round: "
+        f"**{pubsub_vs_rabbitmq(results).label(2, '×')}**. The emulator's own CPU (a JVM) is "
+        "given for scale only: the service's is not ours to pay.",
+        "",
+        *table(
+            (
+                "round",
+                "BROKER",
+                "ids/s served",
+                "ids in the window",
+                "consumer CPU ms/id",
+                "consumer peak RSS MB",
+                "emulator CPU ms/id",
+            ),
+            rows,
+        ),
+        "",
+    ]

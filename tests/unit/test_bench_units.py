@@ -1,12 +1,16 @@
-"""The benchmark's pure parts: commit times from snapshots, the profile summary, status delays."""
+"""The benchmark's pure parts: commit times from snapshots, the profile summary, status delays,
+section 8's ratio and the brokers the consumer bench refuses."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.commit_clock import XID_MODULO, CommitClock, Snapshot
+from bench.consumer_bench import Bench, ConsumerFigures, ConsumerRun, ServiceCost
 from bench.consumer_status_server import status_delay
+from bench.measure import MachineInfo
 from bench.profile_summary import summarise
+from bench.report import Results, pubsub_summary, pubsub_vs_rabbitmq
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +63,38 @@ def test_the_profile_is_charged_to_the_innermost_known_layer_and_idle_is_left_ou
     assert layers["HTTP client (aiohttp, yarl, multidict)"] == 6
     assert layers["consumer: batch writer"] == 2
     assert dict(summary.consumer_inclusive)["lookup (consumer/status_standard.py)"] == 6
+
+
+def broker_pair(rabbitmq_ms: float, pubsub_ms: float) -> tuple[ConsumerFigures, ConsumerFigures]:
+    pair = []
+    for broker, cpu in (("rabbitmq", rabbitmq_ms), ("pubsub", pubsub_ms)):
+        figures = ConsumerFigures(ConsumerRun(rate=3000, broker=broker))
+        figures.costs["consumer"] = ServiceCost(cpu_ms_per_id=cpu)
+        pair.append(figures)
+    return pair[0], pair[1]
+
+
+def test_the_broker_ratio_is_pubsub_over_rabbitmq_per_round_and_says_what_it_is_not() -> None:
+    results = Results(MachineInfo.now(), "python -m bench", smoke=False)
+    results.broker_rounds = [broker_pair(0.1, 0.2), broker_pair(0.2, 0.3), broker_pair(0.1, 0.1)]
+    ratio = pubsub_vs_rabbitmq(results)
+    assert ratio.values == pytest.approx((2.0, 1.5, 1.0))
+    assert ratio.median == pytest.approx(1.5)
+    line = pubsub_summary(results)
+    assert "ratio pubsub/rabbitmq 1.50\N{MULTIPLICATION SIGN} (1.00\N{EN DASH}2.00, 3 runs)" in line
+    assert "the emulator is not the service" in line
+
+
+@pytest.mark.parametrize(
+    ("run", "line"),
+    [
+        (ConsumerRun(rate=3000, broker="kafka"), "broker must be rabbitmq or pubsub, not 'kafka'"),
+        (ConsumerRun(rate=0, broker="pubsub"), "broker pubsub: load mode only"),
+        (ConsumerRun(rate=3000, via_producer=True, broker="pubsub"), "broker pubsub: load mode"),
+    ],
+)
+def test_a_broker_the_bench_cannot_run_is_refused_with_one_line(
+    run: ConsumerRun, line: str
+) -> None:
+    with pytest.raises(SystemExit, match=line):
+        Bench(run)
