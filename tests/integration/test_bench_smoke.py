@@ -66,11 +66,17 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
     header = "| target | goal | statistic | median (range, repeats) | verdict |"
     assert header in report
     rows = report.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
-    assert len(rows) == 8, rows
+    assert len(rows) == 9, rows
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         # One round, one pair, one Redis run each in the smoke plan.
-        one_run = ("producer", "commit latency", "consumer CPU per id at 600 ids/s, STORE", "Redis")
+        one_run = (
+            "producer",
+            "commit latency",
+            "ack delay",
+            "consumer CPU per id at 600 ids/s, STORE",
+            "Redis",
+        )
         if cells[0].startswith(one_run):
             assert cells[3].endswith("(one run)") or cells[3] == NONE, row
             assert cells[4] in ("**one run: no verdict**", "**not measured**"), row
