@@ -83,13 +83,16 @@ class StoreFigures:
     def ids_per_s(self) -> float:
         return self.ids / self.elapsed
 
+    def _per_id(self, amount: float) -> float:
+        return amount / self.ids if self.ids else float("nan")
+
     @property
     def server_us_per_id(self) -> float:
-        return 1e6 * self.server_cpu / self.ids if self.ids else float("nan")
+        return self._per_id(1e6 * self.server_cpu)
 
     @property
     def main_thread_us_per_id(self) -> float:
-        return 1e6 * self.main_thread_cpu / self.ids if self.ids else float("nan")
+        return self._per_id(1e6 * self.main_thread_cpu)
 
     @property
     def ids_per_core_s(self) -> float:
@@ -98,15 +101,15 @@ class StoreFigures:
 
     @property
     def replica_us_per_id(self) -> float:
-        return 1e6 * self.replica_cpu / self.ids if self.ids else float("nan")
+        return self._per_id(1e6 * self.replica_cpu)
 
     @property
     def script_us_per_id(self) -> float:
-        return self.script_usec / self.ids if self.ids else float("nan")
+        return self._per_id(self.script_usec)
 
     @property
     def client_us_per_id(self) -> float:
-        return 1e6 * self.client_cpu / self.ids if self.ids else float("nan")
+        return self._per_id(1e6 * self.client_cpu)
 
 
 def _main_thread(info: dict[str, Any]) -> float:

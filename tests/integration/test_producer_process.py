@@ -299,28 +299,39 @@ def test_unusable_spool_path_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def refused_on_pubsub(tmp_path: Path, **env: str) -> str:
+    """Run the producer on Pub/Sub with ``env``; assert it exits 1 with one error line and no
+    traceback; return that line."""
+    result = run_module(
+        "producer",
+        {
+            "BROKER": "pubsub",
+            "PUBSUB_PROJECT_ID": "lastseen-test",
+            "QUEUE_NAME": "lastseen",
+            "PRODUCER_PORT": str(free_port()),
+            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+            "LOG_FORMAT": "json",
+            **env,
+        },
+        tmp_path,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if '"level":"error"' in line]
+    assert len(errors) == 1, result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    return errors[0]
+
+
 def test_unusable_pubsub_credentials_exit_1_with_one_line(tmp_path: Path) -> None:
     """GOOGLE_APPLICATION_CREDENTIALS naming a file that is no credential: refused at start, one
     error line, exit 1 (retrying cannot fix it)."""
     bad = tmp_path / "credentials.json"
     bad.write_text("not a credential")
-    env = {
-        "BROKER": "pubsub",
-        "PUBSUB_PROJECT_ID": "lastseen-test",
-        "PUBSUB_EMULATOR_HOST": "",
-        "GOOGLE_APPLICATION_CREDENTIALS": str(bad),
-        "QUEUE_NAME": "lastseen",
-        "PRODUCER_PORT": str(free_port()),
-        "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-        "LOG_FORMAT": "json",
-    }
-    result = run_module("producer", env, tmp_path)
-    assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if '"level":"error"' in line]
-    assert len(errors) == 1, result.stdout
-    assert '"broker_refused"' in errors[0] and "GOOGLE_APPLICATION_CREDENTIALS" in errors[0]
-    assert str(bad) in errors[0]
-    assert "Traceback" not in result.stdout + result.stderr
+    error = refused_on_pubsub(
+        tmp_path, PUBSUB_EMULATOR_HOST="", GOOGLE_APPLICATION_CREDENTIALS=str(bad)
+    )
+    assert '"broker_refused"' in error and "GOOGLE_APPLICATION_CREDENTIALS" in error
+    assert str(bad) in error
 
 
 @pytest.mark.parametrize(
@@ -332,21 +343,5 @@ def test_pubsub_refusing_the_producer_exits_1_with_one_line(
     """Credentials the service does not accept (or without the publisher role): the producer
     stops as on SIGTERM and exits 1, since retrying cannot help."""
     with refusing_server(code) as host:
-        env = {
-            "BROKER": "pubsub",
-            "PUBSUB_PROJECT_ID": "lastseen-test",
-            "PUBSUB_EMULATOR_HOST": host,
-            "QUEUE_NAME": "lastseen",
-            "PRODUCER_PORT": str(free_port()),
-            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-            "LOG_FORMAT": "json",
-        }
-        result = run_module("producer", env, tmp_path)
-    assert result.returncode == 1
-    errors = [line for line in result.stdout.splitlines() if '"level":"error"' in line]
-    assert len(errors) == 1, result.stdout
-    assert (
-        '"event":"broker_refused"' in errors[0]
-        and f"refused by the test ({code.name})" in errors[0]
-    )
-    assert "Traceback" not in result.stdout + result.stderr
+        error = refused_on_pubsub(tmp_path, PUBSUB_EMULATOR_HOST=host)
+    assert '"event":"broker_refused"' in error and f"refused by the test ({code.name})" in error

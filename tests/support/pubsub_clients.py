@@ -1,7 +1,8 @@
 """Google's Pub/Sub clients pointed at a test emulator, and names of a test's own on it.
 
-The clients are built on an explicit insecure channel rather than through ``PUBSUB_EMULATOR_HOST``
-so that one test process can talk to more than one emulator without touching its environment.
+The clients are the services' own (:mod:`common.broker.pubsub_clients`: an explicit insecure
+channel rather than ``PUBSUB_EMULATOR_HOST``), so one test process can talk to more than one
+emulator without touching its environment.
 """
 
 from __future__ import annotations
@@ -12,23 +13,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
+from common.broker.pubsub_clients import publisher_client as services_publisher_client
+from common.broker.pubsub_clients import subscriber_client as services_subscriber_client
+from common.broker.pubsub_topology import PubSubSettings
 from tests.support.pubsub_emulator import EMULATOR_PROJECT
 
 
 def publisher_client(host: str, **options: Any) -> pubsub_v1.PublisherClient:
-    transport = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
-    return pubsub_v1.PublisherClient(transport=transport, **options)
+    return services_publisher_client(PubSubSettings(EMULATOR_PROJECT, host), **options)
 
 
 def subscriber_client(host: str) -> pubsub_v1.SubscriberClient:
-    transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(host))
-    return pubsub_v1.SubscriberClient(transport=transport)
+    return services_subscriber_client(PubSubSettings(EMULATOR_PROJECT, host))
 
 
 @dataclass
