@@ -17,6 +17,15 @@ message that keeps coming back unsettled (consumers crashing on it). Dead letter
 (ids out of attempts, malformed messages) are published to the topic ``q.dead`` with the same
 body as RabbitMQ's and the headers as string attributes. docs/pubsub.md says why.
 
+The stream outlives outages: the client reconnects it by itself while Pub/Sub is unreachable,
+but gives it up when a lease extension has failed for its whole retry deadline (60 s): it ends
+the stream with ``RetryError`` and, by design, lets the exception out of its lease thread. The
+subscription then opens a new stream on the same subscription (``subscribe`` again), after
+:data:`RESUBSCRIBE_DELAY_S`; the messages the old stream held come back after their ack deadline
+and are looked up again (the upsert is idempotent). Only a stream ended by anything else (the
+subscription deleted, permission refused) ends the consumer. The lease thread's exception is
+logged as a warning (:func:`lease_thread_warnings`) rather than as a traceback on stderr.
+
 Shutdown: ``cancel()`` stops handing messages to the worker (those arriving meanwhile are held,
 then nacked when the stream closes), cuts short the retry delays (held retries are published at
 once), and the stream stays open so that the acks of the drain still reach Pub/Sub; it is closed
@@ -29,7 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -71,6 +80,42 @@ REFUSED = (
     api_exceptions.PermissionDenied,
     api_exceptions.Unauthenticated,
 )
+# A stream that ended with one of these is opened again; anything else ends the consumer.
+STREAM_LOST = (
+    *UNREACHABLE,
+    api_exceptions.InternalServerError,
+    api_exceptions.Aborted,
+    api_exceptions.Unknown,
+)
+RESUBSCRIBE_DELAY_S = 1.0
+# The client's lease thread (``google.cloud.pubsub_v1.subscriber._protocol.leaser``).
+LEASE_THREAD = "Thread-LeaseMaintainer"
+
+
+@contextlib.contextmanager
+def lease_thread_warnings() -> Iterator[None]:
+    """While open, the client's lease thread's exception is a warning, not a traceback: the
+    thread raises on purpose when it gave up extending leases (it has ended the stream first,
+    and :meth:`PubSubSubscription.supervise` opens a new one). Other threads' exceptions go to
+    the ``threading.excepthook`` that was there before."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread
+        if (
+            thread is not None
+            and thread.name == LEASE_THREAD
+            and isinstance(args.exc_value, api_exceptions.GoogleAPIError)
+        ):
+            log.warning("pubsub_lease_thread_ended", error=repr(args.exc_value))
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def max_lease_for(retry_max_delay: float, status_timeout: float) -> float:
@@ -147,6 +192,9 @@ class PubSubSubscription:
         on_cancel: Callable[[], None],
     ) -> None:
         self._intake = intake
+        self._subscriber = subscriber
+        self._subscription = subscription
+        self._flow_control = flow_control
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: list[ReceivedMessage] = []
@@ -155,20 +203,27 @@ class PubSubSubscription:
         self._closing_lock = threading.Lock()
         self._on_cancel = on_cancel
         self._ended = asyncio.Event()
-        self._future = subscriber.subscribe(
-            subscription,
+        self.streams_opened = 0
+        self._future = self._open_stream()
+
+    def _open_stream(self) -> pubsub_v1.subscriber.futures.StreamingPullFuture:
+        self._ended.clear()
+        future = self._subscriber.subscribe(
+            self._subscription,
             self._on_client_thread,
-            flow_control=flow_control,
+            flow_control=self._flow_control,
             # The stream's shutdown waits for a callback under way: its nack is sent.
             await_callbacks_on_shutdown=True,
         )
-        self._future.add_done_callback(self._on_end)
+        future.add_done_callback(self._on_end)
+        self.streams_opened += 1
         log.info(
             "subscribed",
-            subscription=subscription,
-            max_messages=flow_control.max_messages,
-            max_lease_s=flow_control.max_lease_duration,
+            subscription=self._subscription,
+            max_messages=self._flow_control.max_messages,
+            max_lease_s=self._flow_control.max_lease_duration,
         )
+        return future
 
     def _on_client_thread(self, message: ReceivedMessage) -> None:
         with self._closing_lock:
@@ -198,18 +253,27 @@ class PubSubSubscription:
         return not self._future.done()
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set; the client reconnects the stream itself, so an end before
-        that is an error it gave up on (the subscription deleted, permission refused)."""
-        stopping = asyncio.ensure_future(stop.wait())
-        ended = asyncio.ensure_future(self._ended.wait())
-        try:
-            await asyncio.wait([stopping, ended], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            ended.cancel()
-        if not stop.is_set():
+        """Until ``stop`` is set. A stream the client gave up on while Pub/Sub was unreachable
+        (:data:`STREAM_LOST`) is opened again; any other end (the subscription deleted,
+        permission refused) raises."""
+        while not stop.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            ended = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait([stopping, ended], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                ended.cancel()
+            if stop.is_set():
+                return
             error = self._future.exception()
-            raise RuntimeError(f"pubsub subscription ended: {error!r}") from error
+            if not isinstance(error, STREAM_LOST):
+                raise RuntimeError(f"pubsub subscription ended: {error!r}") from error
+            log.warning("pubsub_stream_lost", error=repr(error), reopen_in_s=RESUBSCRIBE_DELAY_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RESUBSCRIBE_DELAY_S)
+            if not stop.is_set() and not self._closing:
+                self._future = self._open_stream()
 
     async def cancel(self) -> None:
         """Stop handing messages to the worker; the stream stays open for the drain's acks."""
@@ -333,7 +397,8 @@ async def open_pubsub(
     label = settings.emulator_host or "pubsub.googleapis.com"
     broker = PubSubBroker(publisher, subscriber, topology, flow_control, f"pubsub {label}")
     try:
-        yield broker
+        with lease_thread_warnings():
+            yield broker
     finally:
         for subscription in broker.subscriptions:
             await subscription.close()
