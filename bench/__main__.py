@@ -43,8 +43,7 @@ from bench.measure import ROOT, MachineInfo, load_average
 from bench.producer_bench import AcceptanceRun
 from bench.producer_bench import acceptance as run_acceptance
 from bench.profile_summary import summarise
-from bench.redis_store_bench import StoreRun
-from bench.redis_store_bench import repeats as store_repeats
+from bench.redis_store_bench import StoreRun, against_postgres
 from bench.report import Results, pubsub_summary, write
 from bench.routine_bench import RoutineRun, routine_at_scale
 from tests.support.pubsub_emulator import running_emulator
@@ -245,8 +244,14 @@ async def redis(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:
             progress = partial(_say_store, say, label, store)
             pair[store] = await Bench(replace(plan.stores, store=store), progress).run()
         results.store_rounds.append((pair["postgres"], pair["redis"]))
-    say("7 redis store", f"Redis server CPU per id, {plan.redis_store_repeats} repeats")
-    results.redis_store = await store_repeats(plan.redis_store, plan.redis_store_repeats)
+    say(
+        "7 redis store",
+        f"Redis server CPU per id, and the client's beside PostgreSQL's, "
+        f"{plan.redis_store_repeats} repeats",
+    )
+    results.redis_store, results.postgres_store = await against_postgres(
+        plan.redis_store, plan.redis_store_repeats
+    )
 
 
 async def pubsub(plan: Plan, results: Results, say: Say, _workdir: Path) -> None:

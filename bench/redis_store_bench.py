@@ -20,7 +20,13 @@ Where each figure comes from:
   stored (dict, expires dict and allocator overhead included), and ``MEMORY USAGE`` of one key.
 
     python -m bench.redis_store_bench [--seconds 8] [--batch 500] [--writers 2] [--repeats 3]
-                                      [--no-aof] [--cluster] [--ttl 3600]
+                                      [--no-aof] [--cluster] [--ttl 3600] [--against-postgres]
+
+``--against-postgres``: each run alternates with the same writes through the consumer's
+``PostgresStore`` (a scratch database on ``BENCH_DATABASE_URL``'s server), and the client CPU per
+stored id of the two is compared: that write is the only code of the consumer that differs between
+``STORE=redis`` and ``STORE=postgres``, ~1.5 µs of its ~80 µs per id, well inside the noise of two
+whole-consumer runs.
 
 ``--cluster``: the same on a Redis Cluster of 3 masters and 3 replicas (tests/support), CPU summed
 over the masters (the replicas' apart); the keys of a batch spread over the hash slots, one script
@@ -33,15 +39,20 @@ import argparse
 import asyncio
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import redis.asyncio
 
-from bench.measure import cpu_seconds, own_cpu_seconds
+from bench.measure import ADMIN_DSN, cpu_seconds, database_dsn, own_cpu_seconds
 from bench.verdicts import Spread
+from common.db import migrate
+from common.store import ObjectStore
+from common.store.postgres import PostgresStore
 from common.store.redis import RedisStore
 from tests.support.redis_server import RedisServer
 
@@ -112,6 +123,65 @@ class StoreFigures:
         return self._per_id(1e6 * self.client_cpu)
 
 
+@dataclass(frozen=True)
+class ClientFigures:
+    """The consumer's side of a store's write alone: CPU of this process per stored id."""
+
+    store: str
+    ids: int
+    client_cpu: float
+
+    @property
+    def client_us_per_id(self) -> float:
+        return 1e6 * self.client_cpu / self.ids if self.ids else float("nan")
+
+
+async def write_new_ids(store: ObjectStore, run: StoreRun, first_id: int) -> int:
+    """``run.writers`` writers sending batches of ``run.batch`` new ids to ``store.write`` back
+    to back for ``run.seconds``; the ids stored."""
+    next_id = first_id
+    stored = 0
+    deadline = time.monotonic() + run.seconds
+
+    async def writer() -> None:
+        nonlocal next_id, stored
+        while time.monotonic() < deadline:
+            start, next_id = next_id, next_id + run.batch
+            now = datetime.now(UTC)
+            written = await store.write(dict.fromkeys(range(start, start + run.batch), now))
+            # Not ``stored += await ...``: that reads ``stored`` before the await, and
+            # concurrent writers would lose each other's counts.
+            stored += written
+
+    await asyncio.gather(*(writer() for _ in range(run.writers)))
+    return stored
+
+
+async def measure_postgres(run: StoreRun, first_id: int = 0) -> ClientFigures:
+    """The same writes through the consumer's ``PostgresStore.write`` (the ``unnest`` upsert)
+    into a scratch database of the benchmark's PostgreSQL: this process's CPU per stored id,
+    the part of the consumer's CPU that differs between ``STORE=postgres`` and ``STORE=redis``."""
+    database = f"bench_store_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        # The consumer's pool size is POSTGRES_POOL_SIZE; the writers use one connection each.
+        pool = await asyncpg.create_pool(database_dsn(database), min_size=1, max_size=run.writers)
+        try:
+            await migrate(pool)
+            store = PostgresStore(pool)
+            await store.write({first_id - 1: datetime.now(UTC)})  # connections open, warm
+            before = own_cpu_seconds()
+            stored = await write_new_ids(store, run, first_id)
+            client_cpu = own_cpu_seconds() - before
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+    return ClientFigures("postgres", stored, client_cpu)
+
+
 def _main_thread(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys_main_thread"]) + float(info["used_cpu_user_main_thread"])
 
@@ -126,27 +196,13 @@ async def measure(run: StoreRun, first_id: int = 0) -> StoreFigures:
             client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
             store = RedisStore(client, prefix="object:", ttl_seconds=run.ttl)
             await store.write({first_id - 1: datetime.now(UTC)})  # the script loaded, warm
-            next_id = first_id
-            stored = 0
-
-            async def writer(deadline: float) -> None:
-                nonlocal next_id, stored
-                while time.monotonic() < deadline:
-                    start, next_id = next_id, next_id + run.batch
-                    now = datetime.now(UTC)
-                    written = await store.write(dict.fromkeys(range(start, start + run.batch), now))
-                    # Not ``stored += await ...``: that reads ``stored`` before the await, and
-                    # concurrent writers would lose each other's counts.
-                    stored += written
-
             await client.config_resetstat()  # expired_keys too
             memory_before = int((await client.info("memory"))["used_memory"])
             rewrites_before = int((await client.info("persistence"))["aof_rewrites"])
             main_before = _main_thread(await client.info("cpu"))
             server_before, client_before = cpu_seconds(server.pid), own_cpu_seconds()
             began = time.monotonic()
-            deadline = began + run.seconds
-            await asyncio.gather(*(writer(deadline) for _ in range(run.writers)))
+            stored = await write_new_ids(store, run, first_id)
             elapsed = time.monotonic() - began
             server_cpu = cpu_seconds(server.pid) - server_before
             client_cpu = own_cpu_seconds() - client_before
@@ -197,16 +253,6 @@ async def measure_cluster(run: StoreRun, first_id: int = 0) -> StoreFigures:
             masters = cluster.masters()
             replicas = [n for n in cluster.nodes if n not in masters]
             admins = [redis.asyncio.Redis(host="127.0.0.1", port=n.port) for n in masters]
-            next_id = first_id
-            stored = 0
-
-            async def writer(deadline: float) -> None:
-                nonlocal next_id, stored
-                while time.monotonic() < deadline:
-                    start, next_id = next_id, next_id + run.batch
-                    now = datetime.now(UTC)
-                    written = await store.write(dict.fromkeys(range(start, start + run.batch), now))
-                    stored += written
 
             async def info(section: str) -> list[dict[str, Any]]:
                 return [await admin.info(section) for admin in admins]
@@ -219,7 +265,7 @@ async def measure_cluster(run: StoreRun, first_id: int = 0) -> StoreFigures:
             replica_before = sum(cpu_seconds(n.server.pid) for n in replicas)
             client_before = own_cpu_seconds()
             began = time.monotonic()
-            await asyncio.gather(*(writer(began + run.seconds) for _ in range(run.writers)))
+            stored = await write_new_ids(store, run, first_id)
             elapsed = time.monotonic() - began
             master_cpu = sum(cpu_seconds(n.server.pid) for n in masters) - master_before
             replica_cpu = sum(cpu_seconds(n.server.pid) for n in replicas) - replica_before
@@ -259,6 +305,29 @@ async def repeats(run: StoreRun, count: int) -> list[StoreFigures]:
     return [await measure(run) for _ in range(count)]
 
 
+async def against_postgres(
+    run: StoreRun, count: int
+) -> tuple[list[StoreFigures], list[ClientFigures]]:
+    """``count`` Redis runs and as many PostgreSQL ones, alternating which goes first."""
+    redis_runs: list[StoreFigures] = []
+    postgres_runs: list[ClientFigures] = []
+    for number in range(count):
+        if number % 2:
+            postgres_runs.append(await measure_postgres(run))
+        redis_runs.append(await measure(run))
+        if not number % 2:
+            postgres_runs.append(await measure_postgres(run))
+    return redis_runs, postgres_runs
+
+
+def client_ratios(redis_runs: list[StoreFigures], postgres_runs: list[ClientFigures]) -> Spread:
+    """The consumer's CPU per stored id for the write, Redis over PostgreSQL, per pair."""
+    return Spread.of(
+        r.client_us_per_id / p.client_us_per_id
+        for r, p in zip(redis_runs, postgres_runs, strict=True)
+    )
+
+
 def print_figures(figures: list[StoreFigures]) -> None:
     run = figures[0].run
     where = f"a cluster of {figures[0].masters} masters + replicas" if run.cluster else "one node"
@@ -291,6 +360,15 @@ def print_figures(figures: list[StoreFigures]) -> None:
     )
 
 
+def print_against_postgres(
+    redis_runs: list[StoreFigures], postgres_runs: list[ClientFigures]
+) -> None:
+    postgres = Spread.of(p.client_us_per_id for p in postgres_runs)
+    print(f"  client CPU per id, PostgreSQL, us       {postgres.label(2)}")
+    ratios = client_ratios(redis_runs, postgres_runs)
+    print(f"  client CPU per id, Redis / PostgreSQL   {ratios.label(2, 'x')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_store_bench")
     parser.add_argument("--seconds", type=float, default=8)
@@ -302,9 +380,19 @@ def main() -> None:
     parser.add_argument(
         "--ttl", type=float, default=3600.0, help="OBJECT_TTL, s (1: keys expire as they come)"
     )
+    parser.add_argument(
+        "--against-postgres",
+        action="store_true",
+        help="alternate each run with the same writes through PostgresStore (client CPU per id)",
+    )
     args = parser.parse_args()
     run = StoreRun(args.seconds, args.batch, args.writers, not args.no_aof, args.cluster, args.ttl)
-    print_figures(asyncio.run(repeats(run, args.repeats)))
+    if args.against_postgres:
+        redis_runs, postgres_runs = asyncio.run(against_postgres(run, args.repeats))
+        print_figures(redis_runs)
+        print_against_postgres(redis_runs, postgres_runs)
+    else:
+        print_figures(asyncio.run(repeats(run, args.repeats)))
 
 
 if __name__ == "__main__":

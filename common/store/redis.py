@@ -24,7 +24,7 @@ because the write is idempotent.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,10 +50,13 @@ from common.store.settings import RedisSettings
 log = structlog.get_logger(__name__)
 
 # Two layouts of the same call. Per slot: KEYS the objects' keys (declared, so the server checks
-# they are its own and redirects otherwise), ARGV[1] OBJECT_TTL in ms, ARGV[1 + i] KEYS[i]'s
-# last_seen in ms. Per node (a cluster): no KEYS, ARGV[1] the TTL, then the n keys, then their n
-# last_seen: a call's declared keys must share one slot, while keys it touches need only be the
-# node's own under the allow-cross-slot-keys flag.
+# they are its own and redirects otherwise), ARGV[1] OBJECT_TTL in ms, ARGV[2] the keys' last_seen
+# in ms, :data:`MS_DIGITS` decimal digits each, zero-padded, one after the other. Per node (a
+# cluster): no KEYS, ARGV[1] the TTL, ARGV[2] the times likewise, then the n keys: a call's
+# declared keys must share one slot, while keys it touches need only be the node's own under the
+# allow-cross-slot-keys flag. The times travel as one argument rather than one each: each argument
+# costs the client's encoder (redis-py packs argument by argument in Python) about as much as the
+# rest of the id's write (bench/redis_store_bench.py --against-postgres).
 # Returns {keys written, keys overwritten because they held no integer}; or, when a SET fails for
 # another reason than the key's type (a key this node does not serve: a slot moved or migrating, a
 # failover), {written, overwritten, keys done before it, the error}: the keys before it are written
@@ -66,16 +69,19 @@ log = structlog.get_logger(__name__)
 # WRONGTYPE error, which would abort the whole script; a plain SET replaces any type.
 MONOTONIC_SET = """#!lua flags=allow-cross-slot-keys
 local ttl = tonumber(ARGV[1])
+local times = ARGV[2]
 local n = #KEYS
 local declared = n > 0
 if not declared then
-    n = (#ARGV - 1) / 2
+    n = #ARGV - 2
 end
-local values = declared and 1 or 1 + n
 local written, overwritten = 0, 0
 for i = 1, n do
-    local key = declared and KEYS[i] or ARGV[1 + i]
-    local seen = ARGV[values + i]
+    local key = declared and KEYS[i] or ARGV[2 + i]
+    local seen = string.sub(times, (i - 1) * 13 + 1, i * 13)
+    if string.byte(seen, 1) == 48 then
+        seen = string.match(seen, '^0*(%d.*)$')
+    end
     local seen_ms = tonumber(seen)
     local previous = redis.pcall('SET', key, seen, 'PXAT', seen_ms + ttl, 'GET')
     if type(previous) == 'table' and previous.err then
@@ -101,9 +107,13 @@ return {written, overwritten}
 
 # One script call runs alone on the server: 1,000 keys keep it near a millisecond.
 KEYS_PER_CALL = 1000
+# Digits of one last_seen in the script's times argument (the script's 13): epoch milliseconds
+# have 13 digits from 2001 to 2286.
+MS_DIGITS = 13
+MAX_MS = 10**MS_DIGITS - 1
 
 Client = Redis | RedisCluster
-# keys, their last_seen in ms (both as the bytes sent), the target node (None: routed by slot)
+# keys, their last_seen (:data:`MS_DIGITS` digits), the target node (None: routed by slot)
 Call = tuple[list[bytes], list[bytes], ClusterNode | None]
 
 # A per-node call the node refused (its keys are not all its own now): those keys are sent again
@@ -123,8 +133,19 @@ MILLISECOND = timedelta(milliseconds=1)
 
 
 def epoch_ms(seen: datetime) -> int:
-    # In integers: a float timestamp times 1000 can land a hair below the millisecond.
-    return (seen - EPOCH) // MILLISECOND
+    """Milliseconds since the epoch, floored, of an aware datetime."""
+    return epochs_ms((seen,))[0]
+
+
+def epochs_ms(times: Iterable[datetime]) -> list[int]:
+    """:func:`epoch_ms` of each of ``times``. Rounded to the microsecond first: a float timestamp
+    times 1000 can land a hair below the millisecond, but it is within 0.4 µs of the exact
+    microsecond until 2106 (a double's spacing there is 0.24 µs), so the rounding is exact, at
+    half the CPU of timedelta arithmetic, on the consumer's path for every id stored."""
+    times = list(times)
+    if any(seen.tzinfo is None for seen in times):
+        raise ValueError("a naive datetime has no place on the epoch")
+    return [round(seen.timestamp() * 1_000_000) // 1000 for seen in times]
 
 
 class RedisStore:
@@ -183,7 +204,10 @@ class RedisStore:
         # Bytes built here, not by the client's encoder: half the client's CPU per id
         # (bench/redis_store_bench.py, client CPU per id).
         prefix = self._prefix
-        items = [(prefix + b"%d" % i, b"%d" % epoch_ms(seen)) for i, seen in latest.items()]
+        times = epochs_ms(latest.values())
+        if min(times) < 0 or max(times) > MAX_MS:
+            raise ValueError("a time outside what the store holds (1970-2286)")
+        items = [(prefix + b"%d" % i, b"%013d" % t) for i, t in zip(latest, times, strict=True)]
         if not self._cluster:
             return _chunks(items, None)
         assert isinstance(self.client, RedisCluster)  # noqa: S101 - narrows the type
@@ -217,11 +241,12 @@ class RedisStore:
     async def _run(self, sha: str, calls: list[Call]) -> int:
         pipe = self.client.pipeline(transaction=False)
         for keys, values, node in calls:
+            times = b"".join(values)
             if node is None:
-                pipe.evalsha(sha, len(keys), *keys, self._ttl_ms, *values)
+                pipe.evalsha(sha, len(keys), *keys, self._ttl_ms, times)
             else:
                 pipe.execute_command(
-                    "EVALSHA", sha, 0, self._ttl_ms, *keys, *values, target_nodes=node
+                    "EVALSHA", sha, 0, self._ttl_ms, times, *keys, target_nodes=node
                 )
         if self._min_replicas:
             # Same connection as the writes (one node, not transactional): WAIT covers them.

@@ -66,7 +66,7 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
     header = "| target | goal | statistic | median (range, repeats) | verdict |"
     assert header in report
     rows = report.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
-    assert len(rows) == 9, rows
+    assert len(rows) == 10, rows
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         # One round, one pair, one Redis run each in the smoke plan.
@@ -75,6 +75,7 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
             "commit latency",
             "ack delay",
             "consumer CPU per id at 600 ids/s, STORE",
+            "… the part of it that differs",
             "Redis",
         )
         if cells[0].startswith(one_run):
@@ -93,6 +94,7 @@ def test_bench_smoke_writes_the_report_and_plots(endpoints: Endpoints, tmp_path:
     redis_section = report.split("## 7. Redis as the store", 1)[1]
     assert "| 1 | postgres |" in redis_section
     assert "| 1 | redis |" in redis_section
+    assert "the same writes through `PostgresStore`" in redis_section
     assert "MEMORY USAGE object:<id>" in redis_section
 
 

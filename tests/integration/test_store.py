@@ -109,6 +109,31 @@ async def test_redis_value_is_epoch_ms_and_expiry_is_last_seen_plus_ttl(
     assert TTL_MS - 15_000 < await client.pttl("object:42") <= TTL_MS - 10_000
 
 
+async def test_times_of_every_width_are_stored_in_plain_decimal(redis_url: str) -> None:
+    """The script gets each time as 13 zero-padded digits; the key holds it without the zeros."""
+    century = 100 * 365 * 86_400
+    store = RedisStore(
+        redis.asyncio.Redis.from_url(redis_url), prefix="object:", ttl_seconds=century
+    )
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    times = {
+        1: epoch,
+        2: epoch + timedelta(milliseconds=7),
+        3: epoch + timedelta(milliseconds=999_999_999_999),  # 12 digits: 2001-09-09
+        4: epoch + timedelta(milliseconds=1_000_000_000_000),
+        5: datetime.now(UTC),
+    }
+    try:
+        assert await store.write(times) == len(times)
+        for object_id, seen in times.items():
+            expected = (seen - epoch) // timedelta(milliseconds=1)
+            assert await store.client.get(f"object:{object_id}") == str(expected).encode()
+        with pytest.raises(ValueError, match="1970-2286"):
+            await store.write({6: epoch - timedelta(milliseconds=1)})
+    finally:
+        await store.close()
+
+
 async def test_a_late_old_write_neither_moves_back_nor_extends_life(
     redis_store: RedisStore,
 ) -> None:

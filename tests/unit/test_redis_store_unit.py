@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -56,3 +56,19 @@ def test_epoch_ms_is_exact_for_every_millisecond(ms: int) -> None:
     assert epoch_ms(seen) == ms
     assert epoch_ms(seen.astimezone(UTC)) == ms
     assert epoch_ms(datetime.fromtimestamp(0, UTC)) == 0
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1),
+        max_value=datetime(2106, 2, 7),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_epoch_ms_floors_any_microsecond_like_integer_arithmetic(seen: datetime) -> None:
+    assert epoch_ms(seen) == (seen - EPOCH) // timedelta(milliseconds=1)
+
+
+def test_epoch_ms_refuses_a_naive_datetime() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        epoch_ms(datetime(2026, 12, 6, 12, 0))
