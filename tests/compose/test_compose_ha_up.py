@@ -22,6 +22,7 @@ from tester.audit import audit
 from tests.support.compose import (
     COMPOSE_FILE,
     DOTENV,
+    FAST_HA_OVERRIDE,
     FAST_OVERRIDE,
     HOST_PORT_VARIABLES,
     Engine,
@@ -51,7 +52,7 @@ def ha(engine: Engine, base_images: dict[str, str]) -> Iterator[Project]:
         engine=engine,
         name=f"lastseen-ha-{uuid.uuid4().hex[:8]}",
         ports={variable: free_port() for variable in variables},
-        files=(COMPOSE_FILE, HA_FILE, FAST_OVERRIDE),
+        files=(COMPOSE_FILE, HA_FILE, FAST_OVERRIDE, FAST_HA_OVERRIDE),
     )
     try:
         wait = ("--wait", "--wait-timeout", str(UP_WITHIN_S))

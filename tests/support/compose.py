@@ -28,6 +28,7 @@ PUBSUB_FILE = PROJECT_ROOT / "docker-compose.pubsub.yml"
 PUBSUB_EMULATOR_IMAGE = "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
 # The tests' tester pace and TTL: a callback every 200 ms instead of 5 s, rows kept for the audit.
 FAST_OVERRIDE = PROJECT_ROOT / "tests" / "compose" / "fast-tester.yml"
+FAST_HA_OVERRIDE = PROJECT_ROOT / "tests" / "compose" / "fast-ha.yml"
 DOTENV: dict[str, str] = {k: v or "" for k, v in dotenv_values(PROJECT_ROOT / ".env").items()}
 # The host ports docker-compose.yml publishes, each overridable by its variable.
 HOST_PORT_VARIABLES = {
