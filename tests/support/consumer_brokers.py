@@ -31,7 +31,7 @@ from consumer.rabbitmq import amqp_letter
 from tests.support.consumer_status import publish as publish_amqp
 from tests.support.consumer_status import ready_count
 from tests.support.ports import free_port
-from tests.support.pubsub_clients import publisher_client, subscriber_client
+from tests.support.pubsub_clients import publisher_client, pull_now, subscriber_client
 from tests.support.pubsub_emulator import EMULATOR_PROJECT
 from tests.support.waiting import eventually
 
@@ -177,14 +177,7 @@ class PubSubWork:
 
     def _pull(self, subscription: str, *, keep: bool) -> list[Any]:
         """What ``subscription`` holds now; acked (removed), or given back at once."""
-        try:
-            # An empty subscription answers empty after ~1 s (emulator 0.8.20).
-            response = self.subscriber.pull(
-                request={"subscription": subscription, "max_messages": 100}, timeout=5
-            )
-        except exceptions.DeadlineExceeded:
-            return []
-        received = list(response.received_messages)
+        received = pull_now(self.subscriber, subscription, 100)
         if received and keep:
             self.subscriber.acknowledge(
                 request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +25,7 @@ from producer.confirms import PublishMode
 from producer.pubsub_publisher import MESSAGE_ID_ATTRIBUTE
 from tests.support.amqp import amqp_uri_via
 from tests.support.proxy import TcpProxy
-from tests.support.pubsub_clients import publisher_client, subscriber_client
+from tests.support.pubsub_clients import publisher_client, pull_now, subscriber_client
 from tests.support.pubsub_emulator import EMULATOR_PROJECT
 from tests.support.waiting import eventually
 
@@ -153,23 +152,12 @@ class PubSubBroker:
         subscription = self.topology.work_subscription
         while True:
             try:
-                with warnings.catch_warnings():
-                    # Deprecated for the service, where an empty pull may miss messages; the
-                    # emulator answers it at once with whatever the subscription holds.
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    response = self.subscriber.pull(
-                        request={
-                            "subscription": subscription,
-                            "max_messages": 1000,
-                            "return_immediately": True,
-                        },
-                        timeout=5,
-                    )
+                received_messages = pull_now(self.subscriber, subscription, 1000)
             except exceptions.NotFound:  # not created yet: nothing published
                 return found
-            if not response.received_messages:
+            if not received_messages:
                 return found
-            for received in response.received_messages:
+            for received in received_messages:
                 body = decode_message(received.message.data)
                 message_id = received.message.attributes[MESSAGE_ID_ATTRIBUTE]
                 assert message_id.startswith(f"{body.callback_id}."), message_id
@@ -177,7 +165,7 @@ class PubSubBroker:
             self.subscriber.acknowledge(
                 request={
                     "subscription": subscription,
-                    "ack_ids": [r.ack_id for r in response.received_messages],
+                    "ack_ids": [r.ack_id for r in received_messages],
                 }
             )
 
