@@ -7,13 +7,16 @@ forwarded to them."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import re
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.haproxy import BINARY, HaProxy
@@ -44,8 +47,25 @@ def test_the_config_sets_the_slow_client_limits_this_tier_checks() -> None:
     assert directive("tcp-request connection reject if") == f"{{ sc0_conn_cur gt {PER_SOURCE} }}"
 
 
+@dataclass(frozen=True)
+class Balancer:
+    port: int
+    stats_port: int
+
+    def current_connections(self) -> int:
+        """The callbacks frontend's current sessions (``scur``), from HAProxy's own stats."""
+        url = f"http://127.0.0.1:{self.stats_port}/stats;csv"
+        rows = csv.reader(httpx.get(url, timeout=5).text.lstrip("# ").splitlines())
+        header = next(rows)
+        for row in rows:
+            fields = dict(zip(header, row, strict=False))
+            if fields["pxname"] == "callbacks" and fields["svname"] == "FRONTEND":
+                return int(fields["scur"])
+        raise AssertionError("no callbacks frontend in HAProxy's stats")
+
+
 @pytest.fixture
-def balancer(tmp_path: Path) -> Iterator[int]:
+def balancer(tmp_path: Path) -> Iterator[Balancer]:
     HaProxy.ensure_installed()
     port, stats = free_port(), free_port()
     text = CONFIG.read_text()
@@ -64,7 +84,7 @@ def balancer(tmp_path: Path) -> Iterator[int]:
         )
     try:
         wait_until(lambda: accepts_connections(port), timeout=10, what="haproxy listening")
-        yield port
+        yield Balancer(port, stats)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -88,13 +108,15 @@ async def answer_and_time(port: int, first: bytes, trickle: bytes) -> tuple[byte
         writer.close()
 
 
-async def test_heads_and_bodies_slower_than_the_request_timeout_get_408(balancer: int) -> None:
+async def test_heads_and_bodies_slower_than_the_request_timeout_get_408(
+    balancer: Balancer,
+) -> None:
     head = b"POST /callback HTTP/1.1\r\nhost: balancer\r\ncontent-type: application/json\r\n"
     body_head = head + b"content-length: 1000\r\n\r\n"
     outcomes = await asyncio.gather(
-        answer_and_time(balancer, b"", b"x" * 20),  # silent: the trickle is never sent in time
-        answer_and_time(balancer, b"", head * 2),
-        answer_and_time(balancer, body_head, b"1" * 20),
+        answer_and_time(balancer.port, b"", b"x" * 20),  # silent: never sent in time
+        answer_and_time(balancer.port, b"", head * 2),
+        answer_and_time(balancer.port, body_head, b"1" * 20),
     )
     for answer, took in outcomes:
         assert answer.startswith(b"HTTP/1.1 408 "), answer
@@ -116,17 +138,21 @@ def refused_at_accept(port: int, source: str) -> bool:
 
 
 def test_one_address_holds_at_most_its_share_of_connections(
-    balancer: int, flood: Callable[..., Flood]
+    balancer: Balancer, flood: Callable[..., Flood]
 ) -> None:
-    attack = flood(balancer, pause=10.0, seconds=4.0, silent=PER_SOURCE + 200)
+    # Held until stopped: a flood that held its connections for 4 s from its own start left the
+    # probe an empty window on a busy machine (connects retried after SYN drops; seen in a CI
+    # rehearsal).
+    attack = flood(balancer.port, pause=10.0, seconds=120.0, silent=PER_SOURCE + 200)
     wait_until(
-        lambda: refused_at_accept(balancer, "127.0.0.1"),
-        timeout=5,
-        what="connections from 127.0.0.1 refused",
+        lambda: balancer.current_connections() >= PER_SOURCE,
+        timeout=30,
+        what="the flood holding its share",
     )
+    assert refused_at_accept(balancer.port, "127.0.0.1")
+    # HAProxy's own count: the flood's 1,200 connections never hold more than the share.
+    assert balancer.current_connections() <= PER_SOURCE
     # Another address still gets in (no producer behind this HAProxy: 503).
-    assert not refused_at_accept(balancer, "127.0.0.2")
-    # The flood ends before any deadline (4 s): what was closed was refused for its address.
-    (report,) = attack.reports(timeout=20)
-    refused = report.get("connect_failed", 0) + report.get("closed_by_server", 0)
-    assert refused >= 200, report
+    assert not refused_at_accept(balancer.port, "127.0.0.2")
+    (report,) = attack.stop()
+    assert report.get("opened", 0) + report.get("connect_failed", 0) >= PER_SOURCE + 200, report
