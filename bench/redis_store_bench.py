@@ -127,7 +127,6 @@ class StoreFigures:
 class ClientFigures:
     """The consumer's side of a store's write alone: CPU of this process per stored id."""
 
-    store: str
     ids: int
     client_cpu: float
 
@@ -179,7 +178,7 @@ async def measure_postgres(run: StoreRun, first_id: int = 0) -> ClientFigures:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
-    return ClientFigures("postgres", stored, client_cpu)
+    return ClientFigures(stored, client_cpu)
 
 
 def _main_thread(info: dict[str, Any]) -> float:

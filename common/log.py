@@ -64,7 +64,6 @@ def _route_stdlib(level: int, use_console: bool) -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
-    handler.addFilter(_OutageInGoogleThreads())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Google's clients keep their "google" logger from reaching the root unless it is configured
@@ -88,25 +87,3 @@ class _DuplicateConnectError(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("error when creating transport")
-
-
-# What Google's clients raise while their service cannot be reached: an outage, not a bug.
-_UNREACHABLE = {"RetryError", "ServiceUnavailable", "DeadlineExceeded"}
-
-
-class _OutageInGoogleThreads(logging.Filter):
-    """The Pub/Sub client's helper threads log every failure of theirs with its traceback
-    (``_LOGGER.exception``), the unary acks that could not reach Pub/Sub during an outage
-    included; those messages come back after their ack deadline, and the consumer logs the
-    outage itself. Such a record is kept as a warning with the error, without the traceback.
-    By class name: the services without the Pub/Sub extra have no google package."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("google.") and record.exc_info:
-            error = record.exc_info[1]
-            kind = type(error)
-            if kind.__module__.startswith("google.api_core") and kind.__name__ in _UNREACHABLE:
-                record.exc_info = None
-                record.exc_text = None
-                record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True

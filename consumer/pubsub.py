@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -92,12 +93,30 @@ RESUBSCRIBE_DELAY_S = 1.0
 LEASE_THREAD = "Thread-LeaseMaintainer"
 
 
+# The client's thread that sends acks and lease extensions logs each failure with its traceback.
+HELPER_THREADS_LOGGER = "google.cloud.pubsub_v1.subscriber._protocol.helper_threads"
+
+
+class _OutageRecord(logging.Filter):
+    """A helper thread's record of an ack or lease extension that could not reach Pub/Sub: kept
+    as a warning with the error, without the traceback (those messages come back after their
+    ack deadline; the consumer logs the outage itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UNREACHABLE):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 @contextlib.contextmanager
 def lease_thread_warnings() -> Iterator[None]:
-    """While open, the client's lease thread's exception is a warning, not a traceback: the
-    thread raises on purpose when it gave up extending leases (it has ended the stream first,
-    and :meth:`PubSubSubscription.supervise` opens a new one). Other threads' exceptions go to
-    the ``threading.excepthook`` that was there before."""
+    """While open, what the client does on purpose in an outage is a warning, not a traceback:
+    its lease thread raises when it gave up extending leases (it has ended the stream first,
+    and :meth:`PubSubSubscription.supervise` opens a new one), and its helper threads log the
+    acks that could not be sent (:class:`_OutageRecord`). Other threads' exceptions go to the
+    ``threading.excepthook`` that was there before."""
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -111,10 +130,14 @@ def lease_thread_warnings() -> Iterator[None]:
             return
         previous(args)
 
+    helpers = logging.getLogger(HELPER_THREADS_LOGGER)
+    outage = _OutageRecord()
     threading.excepthook = hook
+    helpers.addFilter(outage)
     try:
         yield
     finally:
+        helpers.removeFilter(outage)
         threading.excepthook = previous
 
 

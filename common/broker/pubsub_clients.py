@@ -48,27 +48,22 @@ def channel_factory(create: Callable[..., grpc.Channel]) -> Callable[..., grpc.C
     return channel
 
 
+def _transport(kind: Any, settings: PubSubSettings) -> Any:
+    """A ``kind`` (publisher or subscriber gRPC transport) whose channel has
+    :data:`CHANNEL_OPTIONS`: an insecure one to the emulator, or the transport's own."""
+    if settings.emulator_host:
+        return kind(channel=grpc.insecure_channel(settings.emulator_host, options=CHANNEL_OPTIONS))
+    return kind(channel=channel_factory(kind.create_channel))
+
+
 def publisher_client(settings: PubSubSettings, **options: Any) -> pubsub_v1.PublisherClient:
     """A publisher client; ``options`` go to ``PublisherClient`` (batch and flow settings)."""
-    if settings.emulator_host:
-        channel = grpc.insecure_channel(settings.emulator_host, options=CHANNEL_OPTIONS)
-        transport = PublisherGrpcTransport(channel=channel)
-    else:
-        transport = PublisherGrpcTransport(
-            channel=channel_factory(PublisherGrpcTransport.create_channel)
-        )
+    transport = _transport(PublisherGrpcTransport, settings)
     return pubsub_v1.PublisherClient(transport=transport, **options)
 
 
 def subscriber_client(settings: PubSubSettings) -> pubsub_v1.SubscriberClient:
-    if settings.emulator_host:
-        channel = grpc.insecure_channel(settings.emulator_host, options=CHANNEL_OPTIONS)
-        transport = SubscriberGrpcTransport(channel=channel)
-    else:
-        transport = SubscriberGrpcTransport(
-            channel=channel_factory(SubscriberGrpcTransport.create_channel)
-        )
-    return pubsub_v1.SubscriberClient(transport=transport)
+    return pubsub_v1.SubscriberClient(transport=_transport(SubscriberGrpcTransport, settings))
 
 
 async def ensure(

@@ -1,6 +1,7 @@
 """Library logs reach the services' JSON lines, Google's included (its clients keep their
 "google" logger from propagating unless it is configured in code), and a Pub/Sub helper thread's
-error from an outage is a warning without a traceback, while any other error keeps its own."""
+error from an outage is a warning without a traceback while the consumer runs on Pub/Sub
+(consumer.pubsub.lease_thread_warnings), while any other error keeps its own."""
 
 from __future__ import annotations
 
@@ -16,19 +17,21 @@ SCRIPT = """
 import logging
 from google.api_core import client_logging, exceptions
 from common.log import configure_logging
+from consumer.pubsub import lease_thread_warnings
 
 configure_logging("consumer", "info", "json")
 client_logging.initialize_logging()  # what a Google client does when it is built
 worker = logging.getLogger("google.cloud.pubsub_v1.subscriber._protocol.helper_threads")
 gave_up = exceptions.RetryError("Timeout of 60.0s exceeded", None)
-try:
-    raise gave_up
-except exceptions.RetryError as exc:
-    worker.exception("Error in queue callback worker: %s", exc)
-try:
-    raise ValueError("a bug of ours")
-except ValueError as exc:
-    worker.exception("Error in queue callback worker: %s", exc)
+with lease_thread_warnings():  # as open_pubsub runs the consumer
+    try:
+        raise gave_up
+    except exceptions.RetryError as exc:
+        worker.exception("Error in queue callback worker: %s", exc)
+    try:
+        raise ValueError("a bug of ours")
+    except ValueError as exc:
+        worker.exception("Error in queue callback worker: %s", exc)
 """
 
 
